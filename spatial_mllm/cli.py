@@ -1,0 +1,73 @@
+"""The ``spatial-mllm`` command.
+
+    spatial-mllm run-notebooks --preset tiny [--only 03 04] [--set key=value ...]
+
+Subcommands of later stages (ask, sample, evaluate) register here as they land.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _cmd_run_notebooks(args: argparse.Namespace) -> int:
+    from spatial_mllm.runner import NotebookFailed, run_notebooks
+
+    overrides = {}
+    for item in args.set or []:
+        if "=" not in item:
+            print(f"error: --set {item!r} is not of the form key=value", file=sys.stderr)
+            return 2
+        k, _, v = item.partition("=")
+        overrides[k.strip()] = yaml.safe_load(v)
+    try:
+        results = run_notebooks(
+            args.preset, args.only, root=args.root, output_root=args.output_root, kernel=args.kernel,
+            overrides=overrides or None, progress=not args.no_progress,
+        )
+    except NotebookFailed as e:
+        print(f"\nFAILED: {e}", file=sys.stderr)
+        if e.executed_path is not None:
+            print(f"(the partly executed notebook is {e.executed_path})", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.root or ".").resolve() / args.output_root / args.preset
+    print(f"\nRan {len(results)} notebook(s) on preset {args.preset!r}:")
+    for r in results:
+        print(f"  {r.stem:<28} {r.seconds:7.1f} s   {r.executed}")
+    print(f"Executed notebooks and run.json files: {out}")
+    print(f"Figures: {out / 'figures'}")
+    print(f"Result tables: {out / 'tables'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spatial-mllm", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    rn = sub.add_parser("run-notebooks", help="execute notebooks/NN_*.ipynb on a preset with papermill")
+    rn.add_argument("--preset", default="tiny", help="params/<preset>/ to use (tiny | paper | ...)")
+    rn.add_argument("--only", nargs="+", help="run only these notebooks (number like 03, or stem)")
+    rn.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a parameter in every notebook (value parsed as YAML)")
+    rn.add_argument("--root", default=None, help="project root (default: current directory)")
+    rn.add_argument("--output-root", default="outputs", help="executed copies go to <this>/<preset>/")
+    rn.add_argument("--kernel", default="spatial-mllm", help="Jupyter kernel name")
+    rn.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rn.set_defaults(func=_cmd_run_notebooks)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Scenes, videos, spatial QA and dataset formats (never imports models)."""

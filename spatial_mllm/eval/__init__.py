@@ -1,0 +1,1 @@
+"""Evaluation: VSI-Bench, ScanQA and SQA3D metrics and runners."""

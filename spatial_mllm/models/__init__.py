@@ -1,0 +1,1 @@
+"""Models: the VGGT spatial encoder, connectors, and SpatialMLLM on Qwen2.5-VL."""

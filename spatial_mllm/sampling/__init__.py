@@ -1,0 +1,1 @@
+"""Space-aware frame sampling: voxel coverage and greedy maximum coverage."""

@@ -1,0 +1,1 @@
+"""Trainers: SFT, cold start, GRPO, and their rewards."""
