@@ -121,8 +121,9 @@ def run_notebooks(
     if not p_dir.is_dir():
         raise FileNotFoundError(f"no params for preset {preset!r}: {p_dir} does not exist")
     notebooks = discover_notebooks(nb_dir, only)
-    if not notebooks:
-        raise FileNotFoundError(f"no notebooks NN_<name>.ipynb in {nb_dir}")
+    if not notebooks:  # a fresh project: nothing to run is not an error
+        print(f"run-notebooks: no notebooks NN_<name>.ipynb in {nb_dir}; nothing to run")
+        return []
     if not _kernel_available(kernel):
         raise RuntimeError(
             f"Jupyter kernel {kernel!r} is not registered; run `make setup` (it registers it), or "
