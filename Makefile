@@ -28,12 +28,12 @@ endif
 STAMP := $(VENV)/.spatial-mllm-installed
 KERNEL_STAMP := $(VENV)/share/jupyter/kernels/spatial-mllm/kernel.json
 
-.PHONY: setup demo test lint lab clean-outputs check-open3d nbdime-git help
+.PHONY: setup demo test lint lab clean-outputs check-open3d check-java nbdime-git help
 
 help:
 	@sed -n '1,12p' Makefile
 
-setup: $(STAMP) check-open3d $(KERNEL_STAMP) nbdime-git
+setup: $(STAMP) check-open3d check-java $(KERNEL_STAMP) nbdime-git
 	@echo "setup: ready ($(PY))"
 
 $(PY):
@@ -58,6 +58,19 @@ check-open3d: $(STAMP)
 	    echo "then run make again."; exit 1; \
 	  fi; \
 	  $(PY) -c 'import open3d' || { echo "setup: open3d still does not import"; exit 1; }; \
+	fi
+
+# The COCO caption scorer (ScanQA/SQA3D METEOR and its PTB tokenizer) runs Java. As root we install
+# Debian's headless JRE; otherwise we say what to run (everything but METEOR works without it).
+check-java:
+	@if ! command -v java >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    echo "setup: installing a headless Java runtime for the COCO caption scorer (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null; \
+	  else \
+	    echo "setup: no java found; METEOR (ScanQA/SQA3D) will be skipped. To enable it run:"; \
+	    echo "    sudo apt-get update && sudo apt-get install -y default-jre-headless"; \
+	  fi; \
 	fi
 
 $(KERNEL_STAMP): $(STAMP)
