@@ -1,0 +1,83 @@
+"""Tiny preset: offline tokenizer with Qwen's special tokens and chat template; `ask` and its CLI parser."""
+
+import argparse
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from spatial_mllm.models.ask import add_ask_subparser, answer_batch, ask, space_aware_indices
+from spatial_mllm.models.tiny import (
+    QWEN_SPECIAL_TOKENS,
+    tiny_config,
+    tiny_model,
+    tiny_processor,
+    tiny_tokenizer,
+)
+from spatial_mllm.models.vggt import VGGT, VGGTConfig
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def mp4(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vid") / "room.mp4"
+    frames = (np.random.default_rng(0).random((10, 56, 84, 3)) * 255).astype(np.uint8)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=5)
+        s.width, s.height, s.pix_fmt = 84, 56, "yuv420p"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def test_tokenizer_special_tokens_and_chat_template(tok):
+    ids = [tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS]
+    assert len(set(ids)) == len(QWEN_SPECIAL_TOKENS) and min(ids) >= 512
+    text = tok.apply_chat_template([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Hi?"}]}],
+                                   tokenize=False, add_generation_prompt=True)
+    assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                    "<|vision_start|><|video_pad|><|vision_end|>Hi?<|im_end|>\n<|im_start|>assistant\n")
+    enc = tok(text)["input_ids"]
+    assert enc.count(tok.convert_tokens_to_ids("<|video_pad|>")) == 1
+    assert tok.decode(tok("How many chairs? 3.5 m")["input_ids"]) == "How many chairs? 3.5 m"
+    cfg = tiny_config(tok)
+    assert cfg.video_token_id == tok.convert_tokens_to_ids("<|video_pad|>")
+    assert cfg.text_config.vocab_size == len(tok)
+
+
+def test_ask_and_batch_helper(tok, mp4):
+    model, proc = tiny_model(tok), tiny_processor(tok)
+    a = ask((model, proc), mp4, "How many chairs?", frames=4, max_new_tokens=5)
+    assert isinstance(a, str)
+    answers = answer_batch(model, proc, [mp4, mp4], ["How many chairs?", "How big is the room?"], max_new_tokens=5)
+    assert answers[0] == a and len(answers) == 2
+
+
+def test_space_aware_sampling_with_a_point_head(tok, mp4):
+    torch.manual_seed(0)
+    vggt = VGGT(VGGTConfig.tiny(enable_camera=False, enable_depth=False)).eval()
+    idx = space_aware_indices(mp4, 4, vggt=vggt, candidates=8)
+    assert len(idx) == 4 and idx == sorted(idx) and len(set(idx)) == 4 and max(idx) < 10
+    model, proc = tiny_model(tok), tiny_processor(tok)
+    assert isinstance(ask((model, proc), mp4, "q", frames=4, sampling="space-aware", vggt=vggt, candidates=8,
+                          max_new_tokens=2), str)
+    with pytest.raises(ValueError, match="point head"):
+        ask((model, proc), mp4, "q", frames=4, sampling="space-aware")
+
+
+def test_cli_parser(mp4, capsys):
+    parser = argparse.ArgumentParser(prog="spatial-mllm")
+    add_ask_subparser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["ask", "--model", "tiny", "--video", str(mp4), "--frames", "4",
+                              "--max-new-tokens", "3", "How many chairs?"])
+    assert args.sampling == "uniform" and args.frames == 4
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.endswith("\n")  # the answer was printed (a random model may say little)
