@@ -1,8 +1,9 @@
 """The ``spatial-mllm`` command.
 
     spatial-mllm run-notebooks --preset tiny [--only 03 04] [--set key=value ...]
+    spatial-mllm ask --model PATH_OR_ID --video v.mp4 [--frames 16] [--sampling uniform|space-aware] "question"
 
-Subcommands of later stages (ask, sample, evaluate) register here as they land.
+Subcommands of later stages (sample, evaluate) register here as they land.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--kernel", default="spatial-mllm", help="Jupyter kernel name")
     rn.add_argument("--no-progress", action="store_true", help="no progress bar")
     rn.set_defaults(func=_cmd_run_notebooks)
+
+    from spatial_mllm.models.ask import add_ask_subparser  # cheap: transformers loads only when it runs
+
+    add_ask_subparser(sub)
     return p
 
 
