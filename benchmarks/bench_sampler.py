@@ -25,76 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import statistics
-import threading
 import time
 from pathlib import Path
 
 import torch
 
 from spatial_mllm.sampling import select_frames_detailed
-from spatial_mllm.sampling.official import official_select
+from spatial_mllm.sampling.benchmark import compare_selection, timed
 from spatial_mllm.sampling.toy import toy_point_maps
-
-PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
-
-
-class PeakMemory:
-    """Peak memory above the level at entry: CUDA allocator peak, or sampled RSS on CPU."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak = 0
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.base = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-        else:
-            self.base = rss_bytes()
-            self._stop = False
-            self._max = self.base
-
-            def poll():
-                while not self._stop:
-                    self._max = max(self._max, rss_bytes())
-                    time.sleep(0.002)
-
-            self._t = threading.Thread(target=poll, daemon=True)
-            self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self.base
-        else:
-            self._stop = True
-            self._t.join()
-            self.peak = max(self._max, rss_bytes()) - self.base
-        return False
-
-
-def timed(fn, device: torch.device, repeats: int):
-    """(result, median seconds, max peak bytes) over ``repeats`` runs."""
-    times, peaks, out = [], [], None
-    for _ in range(repeats):
-        with PeakMemory(device) as pm:
-            t0 = time.perf_counter()
-            out = fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        peaks.append(pm.peak)
-    return out, statistics.median(times), max(peaks), times
 
 
 def bench_selection(args, device: torch.device) -> dict:
@@ -104,44 +43,9 @@ def bench_selection(args, device: torch.device) -> dict:
     print(f"inputs: {args.frames} x {args.height} x {args.width} point maps on {device} "
           f"({pts.numel() * 4 / 2**20:.0f} MiB points + {conf.numel() * 4 / 2**20:.0f} MiB conf), "
           f"made in {time.perf_counter() - t0:.1f} s", flush=True)
-    rows = {}
-    if not args.skip_official:
-        sel, t, peak, ts = timed(lambda: official_select(pts, conf, args.k), device, args.official_repeats)
-        rows["official"] = {"seconds": t, "peak_bytes": peak, "indices": sel, "all_seconds": ts}
-        print(f"official   {t:8.3f} s  peak {peak / 2**20:8.1f} MiB  -> {len(sel)} frames", flush=True)
-    methods = [("ours", {})]
-    if args.fused:
-        methods.append(("ours-fused", {"fused": True}))
-    for name, kw in methods:
-        compile_s = None
-        if kw.get("fused"):
-            t0 = time.perf_counter()
-            select_frames_detailed(pts, conf, args.k, **kw)  # compiles
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            compile_s = time.perf_counter() - t0
-        else:
-            select_frames_detailed(pts, conf, args.k, **kw)  # warm-up (allocator, kernels)
-        sel, t, peak, ts = timed(lambda kw=kw: select_frames_detailed(pts, conf, args.k, **kw), device,
-                                 args.repeats)
-        row = {"seconds": t, "peak_bytes": peak, "indices": sel.indices, "all_seconds": ts,
-               "voxels": sel.coverage.num_voxels, "filled": sel.greedy.filled, "covered": sel.greedy.covered}
-        if compile_s is not None:
-            row["first_call_seconds"] = compile_s
-        rows[name] = row
-        extra = f"  (first call incl. compile {compile_s:.1f} s)" if compile_s is not None else ""
-        print(f"{name:10s} {t:8.3f} s  peak {peak / 2**20:8.1f} MiB  -> {len(sel.indices)} frames{extra}",
-              flush=True)
-    if "official" in rows:
-        off = rows["official"]
-        for name in [m for m, _ in methods]:
-            r = rows[name]
-            r["speedup_vs_official"] = off["seconds"] / r["seconds"]
-            r["agrees_with_official"] = r["indices"] == off["indices"]
-            print(f"{name:10s} speed-up {r['speedup_vs_official']:6.1f}x   same selection as official: "
-                  f"{r['agrees_with_official']}", flush=True)
-    if "ours-fused" in rows:
-        print(f"fused == eager selection: {rows['ours-fused']['indices'] == rows['ours']['indices']}")
+    rows = compare_selection(pts, conf, args.k, repeats=args.repeats, official_repeats=args.official_repeats,
+                             fused=args.fused, official=not args.skip_official,
+                             log=lambda line: print(line, flush=True))
     print(f"selected (ours): {rows['ours']['indices']}")
     return rows
 

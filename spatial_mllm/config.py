@@ -218,6 +218,7 @@ def register_params(stem: str):
 # module was imported (``register_params`` adds to this at import time).
 _KNOWN_SCHEMAS: dict[str, str] = {
     "01_data_construction": "spatial_mllm.data.build:DataConfig",
+    "02_sampling_analysis": "spatial_mllm.sampling.analysis:SamplingAnalysisConfig",
 }
 
 

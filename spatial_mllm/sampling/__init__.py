@@ -7,9 +7,13 @@
 * :mod:`~spatial_mllm.sampling.select` — :func:`select_frames`, the two wired together;
 * :mod:`~spatial_mllm.sampling.official` — a faithful re-implementation of the official script's logic,
   the reference for tests and the benchmark;
-* :mod:`~spatial_mllm.sampling.toy` — analytic box rooms with exact point maps (tests, benchmark).
+* :mod:`~spatial_mllm.sampling.toy` — analytic box rooms with exact point maps (tests, benchmark);
+* :mod:`~spatial_mllm.sampling.benchmark` — the official logic vs ours, timed on the same point maps;
+* :mod:`~spatial_mllm.sampling.analysis` / :mod:`~spatial_mllm.sampling.plots` — notebook 02: coverage vs
+  k by method (uniform, random, greedy, ILP optimum), time positions, top-down voxel maps, 3D view.
 """
 
+from spatial_mllm.sampling.analysis import SamplingAnalysisConfig
 from spatial_mllm.sampling.coverage import CoverageOptions, VoxelIncidence, points_from_depth, voxel_incidence
 from spatial_mllm.sampling.greedy import (
     CoverageFillWarning,
@@ -43,4 +47,5 @@ __all__ = [
     "select_frames",
     "select_frames_detailed",
     "select_frames_from_depth",
+    "SamplingAnalysisConfig",
 ]
