@@ -1,1 +1,21 @@
-"""Trainers: SFT, cold start, GRPO, and their rewards."""
+"""Trainers: SFT, cold start, GRPO, and their rewards.
+
+SFT names are imported lazily (``from spatial_mllm.train import SFTConfig`` loads transformers only when the
+trainer is built), so ``import spatial_mllm.train`` stays cheap.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "SFTConfig": "spatial_mllm.train.sft",
+    "SFTResult": "spatial_mllm.train.sft",
+    "train_sft": "spatial_mllm.train.sft",
+    "run_sft": "spatial_mllm.train.sft",
+    "load_sft_checkpoint": "spatial_mllm.train.sft",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'spatial_mllm.train' has no attribute {name!r}")
