@@ -219,6 +219,8 @@ def register_params(stem: str):
 _KNOWN_SCHEMAS: dict[str, str] = {
     "01_data_construction": "spatial_mllm.data.build:DataConfig",
     "02_sampling_analysis": "spatial_mllm.sampling.analysis:SamplingAnalysisConfig",
+    "03_sft": "spatial_mllm.train.sft:SFTConfig",
+    "04_grpo": "spatial_mllm.train.grpo:GRPOConfig",
 }
 
 
