@@ -2,8 +2,7 @@
 
     spatial-mllm run-notebooks --preset tiny [--only 03 04] [--set key=value ...]
     spatial-mllm ask --model PATH_OR_ID --video v.mp4 [--frames 16] [--sampling uniform|space-aware] "question"
-
-Subcommands of later stages (sample, evaluate) register here as they land.
+    spatial-mllm evaluate vsibench|scanqa|sqa3d --model PATH_OR_ID|tiny|chance|frequency --data ... [--out DIR]
 """
 
 from __future__ import annotations
@@ -66,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     from spatial_mllm.models.ask import add_ask_subparser  # cheap: transformers loads only when it runs
 
     add_ask_subparser(sub)
+
+    from spatial_mllm.eval.cli import add_evaluate_subparser
+
+    add_evaluate_subparser(sub)
     return p
 
 
