@@ -77,10 +77,14 @@ $(KERNEL_STAMP): $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name spatial-mllm --display-name "Python (spatial-mllm)" >/dev/null
 	@echo "setup: registered Jupyter kernel spatial-mllm"
 
-# nbdime's diff/merge drivers for this repository only (.git/config + .git/info/attributes).
+# nbdime's diff/merge drivers for this repository only (.git/config + .gitattributes). The drivers are
+# written with the venv's absolute path so `git diff` works without activating .venv.
 nbdime-git: $(STAMP)
-	@if [ -d .git ] && ! git config --get diff.jupyternotebook.command >/dev/null; then \
-	  $(VENV)/bin/nbdime config-git --enable >/dev/null && echo "setup: enabled nbdime git integration"; \
+	@if [ -d .git ] && [ "$$(git config --get diff.jupyternotebook.command)" != "$(CURDIR)/$(VENV)/bin/git-nbdiffdriver diff" ]; then \
+	  $(VENV)/bin/nbdime config-git --enable >/dev/null && \
+	  git config diff.jupyternotebook.command "$(CURDIR)/$(VENV)/bin/git-nbdiffdriver diff" && \
+	  git config merge.jupyternotebook.driver "$(CURDIR)/$(VENV)/bin/git-nbmergedriver merge %O %A %B %L %P" && \
+	  echo "setup: enabled nbdime git integration"; \
 	fi
 
 demo: setup

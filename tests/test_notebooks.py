@@ -30,6 +30,16 @@ def _parameter_names(path) -> list[str]:
     return names
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameter_comments_survive_papermill(path):
+    # papermill's parameter parser silently drops a line whose comment contains " = " (it then warns
+    # "Passed unknown parameter" and the cell's documentation of that parameter is lost)
+    cells = [c for c in _cells(path) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    for line in "".join(cells[0]["source"]).splitlines():
+        if "#" in line:
+            assert " = " not in line.split("#", 1)[1], f"{path.name}: write ':' not ' = ' in comment: {line}"
+
+
 def test_notebook_list_is_what_design_expects():
     # Not an assert on count (notebooks land issue by issue), only on naming.
     for p in NOTEBOOKS:
