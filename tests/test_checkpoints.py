@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from spatial_mllm.models.checkpoint_keys import detect_layout, list_checkpoint_keys, rename_key
 from spatial_mllm.models.modeling import SpatialMLLMForConditionalGeneration
-from spatial_mllm.models.tiny import tiny_model, tiny_processor, tiny_tokenizer
+from spatial_mllm.models.tiny import tiny_model, tiny_processor
 from spatial_mllm.models.vggt import VGGT
 
 V11 = [(r"^model\.visual\.", "visual."), (r"^model\.language_model\.", "model."),
@@ -55,11 +55,6 @@ def qwen451_config(model, extra):
         cfg.pop(k, None)
     text.pop("model_type", None)
     return {**cfg, **text, **extra}
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from spatial_mllm.data.collate import (
     frames_cache_keys,
 )
 from spatial_mllm.data.render import write_mp4
-from spatial_mllm.models.tiny import tiny_model, tiny_processor, tiny_tokenizer
+from spatial_mllm.models.tiny import tiny_model
 
 QA = [  # (question_type, question, ground truth, options)
     ("object_counting", "How many chair(s) are in this room?", "2", None),
@@ -41,16 +41,6 @@ def make_videos_and_rows(root, sizes=((8, 56, 56), (8, 84, 112), (6, 56, 84)), r
             recs.append(formats.to_training_record(row, video=f"videos/v{v}.mp4"))
     formats.write_jsonl(recs, root / "train.jsonl")
     return root / "train.jsonl", recs
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def proc(tok):
-    return tiny_processor(tok)
 
 
 @pytest.fixture(scope="module")

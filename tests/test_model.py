@@ -7,17 +7,7 @@ import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from spatial_mllm.models.modeling import SpatialMLLMForConditionalGeneration
-from spatial_mllm.models.tiny import tiny_config, tiny_model, tiny_processor, tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def proc(tok):
-    return tiny_processor(tok)
+from spatial_mllm.models.tiny import tiny_config, tiny_model
 
 
 def frames(n, h, w, seed=0):

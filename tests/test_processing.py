@@ -1,39 +1,21 @@
 """SpatialMLLMProcessor: official frame sizes, inputs (mp4 / frame folder / arrays), errors naming the input."""
 
-import av
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from spatial_mllm.data import render
 from spatial_mllm.models.processing import SpatialMLLMProcessor, qwen_video_frame_size, smart_resize
-from spatial_mllm.models.tiny import tiny_processor, tiny_tokenizer
+from spatial_mllm.models.tiny import tiny_processor
 
 
 def write_mp4(path, frames, fps=10.0):
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=int(fps))
-        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    return render.write_mp4(path, frames, fps=fps)
 
 
 def rand_frames(n, h, w, seed=0):
     return (np.random.default_rng(seed).random((n, h, w, 3)) * 255).astype(np.uint8)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def proc(tok):
-    return tiny_processor(tok)
 
 
 def test_official_640x480_grid_is_34x46(tok, tmp_path):

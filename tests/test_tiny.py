@@ -2,40 +2,26 @@
 
 import argparse
 
-import av
 import numpy as np
 import pytest
 import torch
 
+from spatial_mllm.data.render import write_mp4
 from spatial_mllm.models.ask import add_ask_subparser, answer_batch, ask, space_aware_indices
 from spatial_mllm.models.tiny import (
     QWEN_SPECIAL_TOKENS,
     tiny_config,
     tiny_model,
     tiny_processor,
-    tiny_tokenizer,
 )
 from spatial_mllm.models.vggt import VGGT, VGGTConfig
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def mp4(tmp_path_factory):
     path = tmp_path_factory.mktemp("vid") / "room.mp4"
     frames = (np.random.default_rng(0).random((10, 56, 84, 3)) * 255).astype(np.uint8)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=5)
-        s.width, s.height, s.pix_fmt = 84, 56, "yuv420p"
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    return write_mp4(path, frames, fps=5.0)
 
 
 def test_tokenizer_special_tokens_and_chat_template(tok):
