@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from spatial_mllm.data import render
+from spatial_mllm.data.video import VideoReadError
 from spatial_mllm.models.processing import SpatialMLLMProcessor, qwen_video_frame_size, smart_resize
 from spatial_mllm.models.tiny import tiny_processor
 
@@ -59,7 +60,7 @@ def test_frame_folder_sa_sampling_layout(proc, tmp_path):
     expect = np.asarray(Image.fromarray(fr[2]).resize((84, 56), resample=Image.BICUBIC))
     np.testing.assert_allclose(b["spatial_pixel_values_videos"][0][2].permute(1, 2, 0).numpy() * 255, expect, atol=1e-3)
     Image.fromarray(rand_frames(1, 64, 80)[0]).save(folder / "00004.png")
-    with pytest.raises(ValueError, match=r"scene0000_00: frame 4 is 80x64"):
+    with pytest.raises(VideoReadError, match=r"scene0000_00/00004\.png is 80x64"):
         proc.load_video(folder)
 
 

@@ -73,6 +73,14 @@ def test_frame_folder_natural_order(tmp_path, clip_frames):
     np.testing.assert_array_equal(sub.indices, [0, 4, 9])  # round(4.5) = 4 (ties to even)
 
 
+def test_frame_folder_of_mixed_sizes_names_the_frame(tmp_path, clip_frames):
+    for i in range(3):
+        Image.fromarray(clip_frames[i]).save(tmp_path / f"frame_{i}.png")
+    Image.fromarray(clip_frames[3][:-2]).save(tmp_path / "frame_3.png")  # two rows short
+    with pytest.raises(VideoReadError, match=r"frame_3\.png.*share one size"):
+        read_video(tmp_path)
+
+
 def test_corrupt_and_missing_files_name_the_file(tmp_path, clip_frames):
     bad = tmp_path / "broken_scene.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"not really a video" * 50)

@@ -128,6 +128,12 @@ def read_frames_folder(
                 frames.append(np.asarray(im.convert("RGB")))
         except OSError as e:
             raise VideoReadError(f"cannot read frame image {files[i]}: {e}") from e
+        if frames[-1].shape != frames[0].shape:
+            raise VideoReadError(
+                f"frame {files[i]} is {frames[-1].shape[1]}x{frames[-1].shape[0]} (WxH), but "
+                f"{files[idx[0]].name} is {frames[0].shape[1]}x{frames[0].shape[0]}: frames of a folder must share "
+                f"one size"
+            )
     return VideoClip(
         frames=np.stack(frames).astype(np.uint8),
         fps=float(fps),

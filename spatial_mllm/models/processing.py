@@ -99,28 +99,6 @@ def _as_frame_list(frames, source: str) -> list[np.ndarray]:
     return arrs
 
 
-def _check_folder_frame_sizes(folder: Path) -> None:
-    """Raise naming the first frame image whose size differs from the first one (natural file order)."""
-    import re
-
-    from PIL import Image
-
-    from spatial_mllm.data.video import IMAGE_EXTENSIONS
-
-    def key(name: str):
-        return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-    files = sorted((f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS), key=lambda f: key(f.name))
-    first = None
-    for i, f in enumerate(files):
-        with Image.open(f) as im:
-            size = im.size
-        if first is None:
-            first = size
-        elif size != first:
-            raise ValueError(f"video {folder}: frame {i} is {size[0]}x{size[1]} (WxH, {f.name}) but frame 0 is "
-                             f"{first[0]}x{first[1]}: all frames of a video must have one size")
-
 
 class SpatialMLLMProcessor:
     """Wraps a ``Qwen2_5_VLProcessor`` (tokenizer + chat template, image and video processors).
@@ -201,12 +179,9 @@ class SpatialMLLMProcessor:
             p = Path(video)
             if p.is_dir():
                 n_req = num_frames
-                try:
-                    clip = read_frames_folder(p, None if frame_indices is None and n_req is None else n_req,
-                                              indices=frame_indices, fps=fps)
-                except ValueError as e:  # frames of different sizes cannot be stacked: name the odd one
-                    _check_folder_frame_sizes(p)
-                    raise ValueError(f"video {p}: {e}") from e
+                # read_frames_folder names the file of an unreadable frame or of a frame of another size
+                clip = read_frames_folder(p, None if frame_indices is None and n_req is None else n_req,
+                                          indices=frame_indices, fps=fps)
                 if n_req is not None and frame_indices is None and clip.total_frames < n_req:
                     raise ValueError(f"video {p}: the folder has {clip.total_frames} frames, fewer than the "
                                      f"{n_req} asked for")
