@@ -1,6 +1,6 @@
 """Trainers: SFT, cold start, GRPO, and their rewards.
 
-SFT names are imported lazily (``from spatial_mllm.train import SFTConfig`` loads transformers only when the
+SFT and encoder-pretraining names are imported lazily (``from spatial_mllm.train import SFTConfig`` loads transformers only when the
 trainer is built), so ``import spatial_mllm.train`` stays cheap.
 """
 
@@ -12,6 +12,10 @@ _EXPORTS = {
     "train_sft": "spatial_mllm.train.sft",
     "run_sft": "spatial_mllm.train.sft",
     "load_sft_checkpoint": "spatial_mllm.train.sft",
+    "GeometryPretrainConfig": "spatial_mllm.train.pretrain",
+    "SemanticPretrainConfig": "spatial_mllm.train.pretrain",
+    "pretrain_vggt": "spatial_mllm.train.pretrain",
+    "pretrain_vit": "spatial_mllm.train.pretrain",
 }
 
 
