@@ -217,24 +217,26 @@ class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
             mm_token_type_ids = mm_token_type_ids_from_input_ids(input_ids, self.config)
         if self.connector is not None and mm_encoder_outputs is None:
             mm_encoder_outputs = {}
-            if pixel_values_videos is not None:
-                if spatial_pixel_values_videos is None:
-                    raise ValueError("pixel_values_videos given without spatial_pixel_values_videos: the spatial "
-                                     "encoder needs the [0, 1] frames (SpatialMLLMProcessor returns them)")
-                out = self.model.get_video_features(pixel_values_videos, video_grid_thw, return_dict=True)
-                spatial = self.get_spatial_embeds(spatial_pixel_values_videos, video_grid_thw, "video")
+            # (modality, Qwen pixels, grid, [0, 1] frames for VGGT, Qwen's feature function, arg names for errors)
+            branches = (
+                ("video", pixel_values_videos, video_grid_thw, spatial_pixel_values_videos,
+                 self.model.get_video_features, "pixel_values_videos", "spatial_pixel_values_videos", "frames"),
+                ("image", pixel_values, image_grid_thw, spatial_pixel_values_images,
+                 self.model.get_image_features, "pixel_values", "spatial_pixel_values_images", "images"),
+            )
+            for modality, pixels, grid, spatial_pixels, features, name, spatial_name, what in branches:
+                if pixels is None:
+                    continue
+                if spatial_pixels is None:
+                    raise ValueError(f"{name} given without {spatial_name}: the spatial encoder needs the "
+                                     f"[0, 1] {what} (SpatialMLLMProcessor returns them)")
+                out = features(pixels, grid, return_dict=True)
+                spatial = self.get_spatial_embeds(spatial_pixels, grid, modality)
                 out.pooler_output = tuple(e + s.to(e.dtype) for e, s in zip(out.pooler_output, spatial))
-                mm_encoder_outputs["video"] = out
-                pixel_values_videos = None
-            if pixel_values is not None:
-                if spatial_pixel_values_images is None:
-                    raise ValueError("pixel_values given without spatial_pixel_values_images: the spatial "
-                                     "encoder needs the [0, 1] images (SpatialMLLMProcessor returns them)")
-                out = self.model.get_image_features(pixel_values, image_grid_thw, return_dict=True)
-                spatial = self.get_spatial_embeds(spatial_pixel_values_images, image_grid_thw, "image")
-                out.pooler_output = tuple(e + s.to(e.dtype) for e, s in zip(out.pooler_output, spatial))
-                mm_encoder_outputs["image"] = out
-                pixel_values = None
+                mm_encoder_outputs[modality] = out
+            if mm_encoder_outputs:  # Qwen must not encode these pixels a second time
+                pixel_values_videos = None if "video" in mm_encoder_outputs else pixel_values_videos
+                pixel_values = None if "image" in mm_encoder_outputs else pixel_values
             mm_encoder_outputs = mm_encoder_outputs or None
         return super().forward(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
