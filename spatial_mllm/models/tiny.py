@@ -86,8 +86,10 @@ def _token_ids(tokenizer) -> dict[str, int]:
                 vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
 
 
-def tiny_config(tokenizer=None, connector: str = "mlp_add", **overrides: Any):
-    """Config of a tiny Spatial-MLLM (CPU tests/presets); ``overrides`` go to ``SpatialMLLMConfig``."""
+def tiny_config(tokenizer=None, connector: str = "mlp_add", *, text_overrides: dict[str, Any] | None = None,
+                **overrides: Any):
+    """Config of a tiny Spatial-MLLM (CPU tests/presets); ``overrides`` go to ``SpatialMLLMConfig``,
+    ``text_overrides`` are merged into the tiny LLM's ``text_config`` (e.g. ``hidden_size``)."""
     from spatial_mllm.models.configuration import SpatialMLLMConfig
     from spatial_mllm.models.vggt import VGGTConfig
 
@@ -111,6 +113,18 @@ def tiny_config(tokenizer=None, connector: str = "mlp_add", **overrides: Any):
         connector_config={"type": connector, "spatial_embeds_layer_idx": -1},
         **_token_ids(tokenizer),
     )
+    if text_overrides:
+        bad = set(text_overrides) & {"vocab_size", "bos_token_id", "eos_token_id", "pad_token_id"}
+        if bad:
+            raise ValueError(f"text_overrides must not set {sorted(bad)}: they follow the tokenizer")
+        text = {**kw["text_config"], **text_overrides}
+        half = text["hidden_size"] // text["num_attention_heads"] // 2  # rotary frequencies per head
+        if "rope_parameters" not in text_overrides and sum(text["rope_parameters"]["mrope_section"]) != half:
+            t = half // 4  # Qwen2.5-VL's split (t, h, w) = (16, 24, 24) of 64, scaled
+            text["rope_parameters"] = {**text["rope_parameters"], "mrope_section": [t, (half - t) // 2,
+                                                                                   half - t - (half - t) // 2]}
+        kw["text_config"] = text
+        kw["vision_config"] = {**kw["vision_config"], "out_hidden_size": text["hidden_size"]}
     kw.update(overrides)
     return SpatialMLLMConfig(**kw)
 

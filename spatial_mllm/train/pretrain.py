@@ -165,6 +165,9 @@ class SemanticPretrainConfig(StageConfig):
     lr: float = field(default=1e-3, metadata={"help": "AdamW lr (ViT and head)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     log_every: int = field(default=25, metadata={"help": "steps between logged losses"})
+    text_overrides: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "merged into the tiny LLM's text_config (e.g. hidden_size, num_hidden_layers); the LLM is "
+                "saved untrained, for SFT to train"})
 
     def __post_init__(self):
         if self.width % 28 or self.height % 28:
@@ -515,7 +518,9 @@ def evaluate_semantics(probe: SemanticProbe, scans: list[RenderedScan],
 
 def save_qwen_part(model, folder: str | Path, tokenizer=None) -> Path:
     """Save the Qwen2.5-VL part of a Spatial-MLLM as a plain ``Qwen2_5_VLForConditionalGeneration``
-    checkpoint (spatial encoder and connector dropped), plus ``tokenizer`` if given."""
+    checkpoint (spatial encoder and connector dropped), plus, when ``tokenizer`` is given, a
+    :class:`~spatial_mllm.models.processing.SpatialMLLMProcessor` built on it (tokenizer, chat template and
+    video processor), so that ``SpatialMLLMProcessor.from_pretrained(folder)`` and SFT accept the folder."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     cfg = model.config.to_dict()
@@ -528,7 +533,9 @@ def save_qwen_part(model, folder: str | Path, tokenizer=None) -> Path:
     folder = Path(folder)
     qwen.save_pretrained(folder)
     if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
+        from spatial_mllm.models.processing import SpatialMLLMProcessor
+
+        SpatialMLLMProcessor.build(tokenizer).save_pretrained(folder)
     return folder
 
 
@@ -546,7 +553,7 @@ def pretrain_vit(cfg: SemanticPretrainConfig, log=print) -> Path:
 
     out = resolve_path(cfg.out_dir)
     tok = tiny_tokenizer()
-    model = tiny_model(tok, seed=cfg.seed)
+    model = tiny_model(tok, seed=cfg.seed, text_overrides=cfg.text_overrides)
     torch.manual_seed(cfg.seed)
     probe = SemanticProbe(model.model.visual)
     train = render_scans(cfg.num_train_scenes, 0, cfg.seed, cfg.width, cfg.height, cfg.frames_per_scene)
