@@ -78,6 +78,7 @@ __all__ = [
     "Variant",
     "build_grid",
     "mean_ci",
+    "stratified_subset",
     "space_aware_frames_cache",
     "ground_truth_frames_cache",
     "vggt_frames_cache",
@@ -307,22 +308,30 @@ class AblationConfig(StageConfig):
         """The scored VSI-Bench rows: all of ``eval_source``, or with ``eval_limit`` a stratified subset —
         question types in turn (VSI-Bench's type order), each type's rows in id order — so that a small
         subset still covers every task (rows are grouped by type in id order, a plain prefix would not)."""
-        from spatial_mllm.eval.vsibench import QUESTION_TYPES, load_vsibench
+        from spatial_mllm.eval.vsibench import load_vsibench
 
-        rows = sorted(load_vsibench(self.resolved_eval_source(), split=self.eval_split,
-                                    revision=self.eval_revision), key=lambda r: r["id"])
-        if self.eval_limit is None or self.eval_limit >= len(rows):
-            return rows
-        by_type: dict[str, list[dict]] = {}
-        for r in rows:
-            by_type.setdefault(r["question_type"], []).append(r)
-        queues = [by_type[t] for t in QUESTION_TYPES if t in by_type]
-        picked: list[dict] = []
-        depth = 0
-        while len(picked) < self.eval_limit:
-            picked += [q[depth] for q in queues if depth < len(q)][: self.eval_limit - len(picked)]
-            depth += 1
-        return sorted(picked, key=lambda r: r["id"])
+        rows = load_vsibench(self.resolved_eval_source(), split=self.eval_split, revision=self.eval_revision)
+        return stratified_subset(rows, self.eval_limit)
+
+
+def stratified_subset(rows: list[dict], limit: int | None) -> list[dict]:
+    """``limit`` rows taken round-robin over the question types (VSI-Bench's type order), each type's rows in
+    id order, returned in id order; all rows (sorted by id) when ``limit`` is None or not smaller."""
+    from spatial_mllm.eval.vsibench import QUESTION_TYPES
+
+    rows = sorted(rows, key=lambda r: r["id"])
+    if limit is None or limit >= len(rows):
+        return rows
+    by_type: dict[str, list[dict]] = {}
+    for r in rows:
+        by_type.setdefault(r["question_type"], []).append(r)
+    queues = [by_type[t] for t in QUESTION_TYPES if t in by_type]
+    picked: list[dict] = []
+    depth = 0
+    while len(picked) < limit:
+        picked += [q[depth] for q in queues if depth < len(q)][: limit - len(picked)]
+        depth += 1
+    return sorted(picked, key=lambda r: r["id"])
 
 
 @dataclass(frozen=True)
