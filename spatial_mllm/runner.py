@@ -3,7 +3,8 @@
 ``spatial-mllm run-notebooks --preset tiny [--only 03 ...]`` (and ``make demo``) call :func:`run_notebooks`:
 
 * notebooks are ``notebooks/NN_<name>.ipynb``, run in the order of ``NN``;
-* parameters come from ``params/<preset>/NN_<name>.yaml``; when a config dataclass is registered for the
+* parameters come from ``params/<preset>/NN_<name>.yaml``; a preset may cover only some notebooks (``mini``
+  has only notebook 07): the others are skipped with a note, unless named with ``only`` (then an error); when a config dataclass is registered for the
   stem (:func:`spatial_mllm.config.params_schema`) the file is validated first, so an unknown key stops
   the run before anything executes; ``output_dir`` is always set to ``<output_root>/<preset>``;
 * executed copies go to ``<output_root>/<preset>/NN_<name>.ipynb`` beside ``NN_<name>.run.json``;
@@ -129,6 +130,17 @@ def run_notebooks(
             f"Jupyter kernel {kernel!r} is not registered; run `make setup` (it registers it), or "
             f"`python -m ipykernel install --user --name {kernel}`"
         )
+
+    # A preset may cover only some notebooks (``mini`` has only the study): without --only, notebooks
+    # that have no params file in this preset are skipped, said plainly; with --only it is an error.
+    if not only:
+        skipped = [nb.stem for nb in notebooks if not (p_dir / f"{nb.stem}.yaml").is_file()]
+        if skipped:
+            print(f"run-notebooks: preset {preset!r} has no params for {', '.join(skipped)}; skipping them")
+        notebooks = [nb for nb in notebooks if nb.stem not in skipped]
+        if not notebooks:
+            raise FileNotFoundError(f"preset {preset!r}: no params/{preset}/NN_<name>.yaml matches a notebook "
+                                    f"in {nb_dir}")
 
     # Validate every params file before executing anything.
     plan: list[tuple[Path, dict[str, Any]]] = []

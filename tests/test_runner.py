@@ -88,8 +88,10 @@ def test_failing_notebook_stops_the_run_with_the_cells_error(project):
 
 def test_missing_params_and_unknown_override(project):
     _notebook(project / "notebooks" / "01_a.ipynb", "output_dir = 'x'\nk = 1", ["pass"])
-    with pytest.raises(FileNotFoundError, match="01_a.yaml"):
+    with pytest.raises(FileNotFoundError, match="no params/tiny/NN_<name>.yaml matches"):
         run_notebooks("tiny", root=project, kernel=KERNEL, progress=False)
+    with pytest.raises(FileNotFoundError, match="01_a.yaml"):
+        run_notebooks("tiny", ["01"], root=project, kernel=KERNEL, progress=False)
     _params(project, "01_a", "output_dir: o\nk: 1\n")
     with pytest.raises(ConfigError, match="'kk'"):
         run_notebooks("tiny", root=project, kernel=KERNEL, progress=False, overrides={"kk": 2})
@@ -97,3 +99,15 @@ def test_missing_params_and_unknown_override(project):
         run_notebooks("tiny", ["07"], root=project, kernel=KERNEL, progress=False)
     with pytest.raises(FileNotFoundError, match="preset 'paper'"):
         run_notebooks("paper", root=project, kernel=KERNEL, progress=False)
+
+
+def test_a_preset_may_cover_only_some_notebooks(project, capsys):
+    # the mini preset has params for the study notebook only: the others are skipped with a note
+    _notebook(project / "notebooks" / "01_a.ipynb", "output_dir = 'x'", ["pass"])
+    _notebook(project / "notebooks" / "07_b.ipynb", "output_dir = 'x'", ["pass"])
+    (project / "params" / "mini").mkdir()
+    (project / "params" / "mini" / "07_b.yaml").write_text("output_dir: o\n")
+    results = run_notebooks("mini", root=project, kernel=KERNEL, progress=False)
+    assert [r.stem for r in results] == ["07_b"]
+    assert "no params for 01_a; skipping" in capsys.readouterr().out
+    assert not (project / "outputs" / "mini" / "01_a.ipynb").exists()
