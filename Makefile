@@ -3,6 +3,8 @@
 #   make setup   idempotent: .venv, torch/torchvision FIRST, `pip install -e .[dev]`, open3d's libusb,
 #                the `spatial-mllm` Jupyter kernel, nbdime's git integration. Seconds when ready.
 #   make demo    every notebook on the tiny preset, in order, into outputs/tiny/
+#   make mini    the mini study (notebook 07 on the mini preset: pretrained tiny encoders, 3 variants x
+#                3 seeds, bootstrap intervals), about an hour on 2 CPU cores, into outputs/mini/
 #   make test    the whole test suite (notebooks included)
 #   make lint    ruff
 #   make lab     JupyterLab on the project with the spatial-mllm kernel
@@ -28,7 +30,7 @@ endif
 STAMP := $(VENV)/.spatial-mllm-installed
 KERNEL_STAMP := $(VENV)/share/jupyter/kernels/spatial-mllm/kernel.json
 
-.PHONY: setup demo test lint lab clean-outputs check-open3d check-java nbdime-git help
+.PHONY: setup demo mini test lint lab clean-outputs check-open3d check-java nbdime-git help
 
 help:
 	@sed -n '1,12p' Makefile
@@ -89,6 +91,9 @@ nbdime-git: $(STAMP)
 
 demo: setup
 	SPATIAL_MLLM_ROOT=$(CURDIR) $(VENV)/bin/spatial-mllm run-notebooks --preset $(PRESET)
+
+mini: setup
+	SPATIAL_MLLM_ROOT=$(CURDIR) $(VENV)/bin/spatial-mllm run-notebooks --preset mini
 
 # pytest's exit code 5 (no tests collected) is a failure here, said plainly.
 test: setup

@@ -1,0 +1,711 @@
+"""The `mini` study (notebook 07): do the paper's two mechanisms show at toy scale?
+
+The ``tiny`` preset's encoders are random, so it cannot say anything about Spatial-MLLM's claims. This
+module runs a miniature of the paper on synthetic rooms, where exact geometry and labels exist:
+
+1. **Data** — ``num_scenes`` procedural rooms (:func:`spatial_mllm.data.build.build_datasets`), split by
+   scene; SFT trains on the ``train`` split, every score below is on the held-out ``test`` scenes.
+2. **Encoder priors** (:mod:`spatial_mllm.train.pretrain`) — the tiny VGGT is pretrained for geometry with
+   VGGT's losses (``geometry`` = :class:`~spatial_mllm.train.pretrain.GeometryPretrainConfig` fields), and the
+   tiny Qwen ViT for per-patch semantics (``semantic`` = :class:`~spatial_mllm.train.pretrain.
+   SemanticPretrainConfig` fields). Both see rooms of their own seed (``pretrain_seed``), not the QA rooms.
+   The same VGGT architecture at the exact random init the pretraining started from is saved as the
+   control (``pretrain/vggt_random``). Held-out depth AbsRel / δ<1.25 and relative-pose errors of both go
+   to ``tables/07_encoders.csv``.
+3. **Variants with identical budgets** (:data:`VARIANTS`): ``2d_only`` (``connector=none``: Qwen2.5-VL
+   alone), ``vggt_pretrained`` (2D + the pretrained VGGT through the v1.1 ``mlp_add`` connector) and
+   ``vggt_random`` (2D + the random-init VGGT: the control that isolates the geometry prior). Each is
+   fine-tuned with :func:`spatial_mllm.train.sft.train_sft` for ``max_steps`` steps per seed — the same
+   steps, batch, learning rates, training rows and row order; the seed sets the LLM's and connector's
+   init and the row order, identically across variants. Both encoders stay frozen, as in the paper.
+4. **Test-time sampling** — every trained model is scored with uniform frames and with space-aware frames
+   (greedy maximum voxel coverage, paper §3.3) at the same budget ``num_frames``. The space-aware frames
+   come from the pretrained mini VGGT's point head (``space_aware_source: vggt``, the paper's pipeline in
+   miniature) or from the rendered depth (``ground_truth``).
+5. **Statistics** — per-question scores (VSI-Bench: accuracy / mean relative accuracy) of every run feed a
+   **hierarchical percentile bootstrap** (:func:`bootstrap_scores`): each replicate resamples the seeds and,
+   within each question type, the questions (so per-type counts stay fixed); task scores follow
+   VSI-Bench's rules on each replicate (relative direction = mean of its three levels; macro = mean of
+   tasks). The questions and seeds drawn are shared by all arms in a replicate, so differences between
+   arms (:func:`contrast_table`) are paired. A claim is *supported* when the interval of its difference
+   lies above 0, *contradicted* when below, otherwise *not resolved* (:func:`claims_markdown`).
+
+Layout under ``output_dir`` (default ``outputs/mini``): ``data/``, ``pretrain/{vggt,vggt_random,qwen,
+qwen_s<seed>}/``, ``study/frames_cache/``, ``study/<variant>_s<seed>/`` (SFT run, deleted after scoring
+unless ``keep_checkpoints``), ``eval/07_<variant>_<sampling>_s<seed>/`` (predictions, scores),
+``eval/07_frequency/``, ``tables/07_*.csv|md``, ``figures/07_*``. Finished pieces are skipped on a rerun.
+
+Departures from the paper (also in the README):
+
+1. Scale: 112×84 frames, a ~1 M-parameter VGGT and a ~2 M-parameter Qwen2.5-VL trained from scratch
+   (the paper: VGGT-1B and Qwen2.5-VL-3B, pretrained on real data); a few thousand synthetic questions
+   (the paper: ~120k from ScanNet).
+2. The LLM starts from random weights and learns the answer format during SFT; no language pretraining.
+3. Training frames are uniform; the sampler is a test-time choice (the paper's sampling ablation is at
+   test time too; its SFT data used the sampler's frames).
+4. The paper reports single runs; here ≥ 3 seeds and bootstrap intervals. The random-init VGGT control has
+   no counterpart in the paper.
+5. Frames per video: the budget ``num_frames`` of ``num_frames_rendered`` (paper: 16 of 128).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from spatial_mllm.config import StageConfig, register_params, resolve_path
+
+__all__ = [
+    "MiniStudyConfig",
+    "VARIANTS",
+    "VARIANT_LABELS",
+    "CLAIMS",
+    "build_study_data",
+    "pretrain_encoders",
+    "encoder_table",
+    "space_aware_cache",
+    "sampling_coverage",
+    "run_study",
+    "question_scores",
+    "bootstrap_scores",
+    "contrast_table",
+    "claims_markdown",
+    "write_study_tables",
+]
+
+#: variant → (connector, spatial encoder: "pretrained" / "random" / None)
+VARIANTS: dict[str, tuple[str, str | None]] = {
+    "2d_only": ("none", None),
+    "vggt_pretrained": ("mlp_add", "pretrained"),
+    "vggt_random": ("mlp_add", "random"),
+}
+VARIANT_LABELS = {"2d_only": "2D only", "vggt_pretrained": "2D + pretrained VGGT",
+                  "vggt_random": "2D + random-init VGGT", "frequency": "frequency baseline"}
+SAMPLINGS = ("uniform", "space_aware")
+
+# the mini preset's pretraining budgets (params/mini/07_mini_study.yaml)
+MINI_GEOMETRY = {"num_train_scenes": 96, "num_eval_scenes": 8, "frames_per_scene": 32, "seq_len": 4,
+                 "frame_stride": 1, "steps": 1500, "batch_size": 8, "lr": 1e-3, "log_every": 100}
+MINI_SEMANTIC = {"num_train_scenes": 48, "num_eval_scenes": 8, "frames_per_scene": 16, "steps": 600,
+                 "batch_size": 16, "text_overrides": {"hidden_size": 128, "intermediate_size": 256,
+                                                      "num_hidden_layers": 4}}
+
+
+@register_params("07_mini_study")
+@dataclass
+class MiniStudyConfig(StageConfig):
+    """Parameters of notebook 07 (the mini study). Defaults are the ``mini`` preset (~1 h on 2 CPU cores)."""
+
+    # ---- run ------------------------------------------------------------------------------------------
+    output_dir: str = field(default="outputs/mini", metadata={
+        "help": "run folder: data/, pretrain/, study/, eval/07_*/, tables/07_*, figures/07_*"})
+    seed: int = field(default=0, metadata={"help": "seed of the QA rooms, their questions and splits"})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
+        "help": "one SFT run per seed and variant (LLM + connector init, row order); the bootstrap resamples them"})
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={
+        "help": "2d_only (connector none), vggt_pretrained, vggt_random (the control)"})
+    samplings: list[str] = field(default_factory=lambda: list(SAMPLINGS), metadata={
+        "help": "test-time frame sampling: uniform and/or space_aware, at the same budget num_frames"})
+    num_frames: int = field(default=8, metadata={"help": "frames per video shown to the model (paper: 16)"})
+    space_aware_source: Literal["vggt", "ground_truth"] = field(default="vggt", metadata={
+        "help": "point maps of the space-aware sampler: vggt = the pretrained mini VGGT's point head on the "
+                "video; ground_truth = rendered depth + cameras"})
+    # ---- data -----------------------------------------------------------------------------------------
+    num_scenes: int = field(default=300, metadata={"help": "synthetic QA rooms (split by scene)"})
+    width: int = field(default=112, metadata={"help": "frame width, px (multiple of 28)"})
+    height: int = field(default=84, metadata={"help": "frame height, px (multiple of 28)"})
+    num_frames_rendered: int = field(default=32, metadata={
+        "help": "frames per video; also the sampler's candidates (paper: 128 candidates)"})
+    max_questions_per_type: int = field(default=4, metadata={"help": "cap per room and question type"})
+    train_fraction: float = field(default=0.8, metadata={"help": "fraction of rooms for SFT"})
+    val_fraction: float = field(default=0.0, metadata={"help": "fraction of rooms in val (unused here)"})
+    data_overrides: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "other DataConfig fields (e.g. min_area, question_types)"})
+    # ---- encoder pretraining --------------------------------------------------------------------------
+    pretrain_seed: int = field(default=1000, metadata={
+        "help": "seed of the pretraining rooms and of both encoders' init (rooms differ from the QA rooms)"})
+    geometry: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(MINI_GEOMETRY)), metadata={
+        "help": "GeometryPretrainConfig fields for the tiny VGGT (out_dir, seed, width, height are set here)"})
+    semantic: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(MINI_SEMANTIC)), metadata={
+        "help": "SemanticPretrainConfig fields for the tiny ViT + LLM size (out_dir, seed, width, height set here)"})
+    # ---- SFT budget (identical for every variant) -----------------------------------------------------
+    max_steps: int = field(default=400, metadata={"help": "SFT optimizer steps per run"})
+    global_batch_size: int = field(default=16, metadata={"help": "rows per optimizer step"})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "rows per forward pass"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "peak lr of the LLM"})
+    mm_projector_lr: float = field(default=2e-3, metadata={"help": "peak lr of the connector and ViT merger"})
+    sft_overrides: dict[str, Any] = field(default_factory=lambda: {"video_cache_size": 400}, metadata={
+        "help": "other SFTConfig fields for every run (e.g. warmup_ratio; a video_cache_size of at least the number of "
+                "videos keeps every decoded video in memory); not the study's own fields"})
+    keep_checkpoints: bool = field(default=False, metadata={"help": "keep each trained model under study/"})
+    # ---- evaluation -----------------------------------------------------------------------------------
+    eval_limit: int | None = field(default=None, metadata={
+        "help": "score N held-out questions, stratified over question types; null = all test questions"})
+    eval_batch_size: int = field(default=32, metadata={"help": "questions per generate call"})
+    eval_max_new_tokens: int = field(default=8, metadata={"help": "greedy decoding budget"})
+    # ---- statistics -----------------------------------------------------------------------------------
+    ci_level: float = field(default=0.95, metadata={"help": "confidence level of the bootstrap intervals"})
+    bootstrap_samples: int = field(default=2000, metadata={"help": "hierarchical bootstrap replicates"})
+    progress: bool = field(default=False, metadata={"help": "progress bars and the trainer's own output"})
+
+    _OWN_SFT_FIELDS = ("output_dir", "seed", "connector", "num_frames", "frames_cache", "data_dir",
+                       "train_file", "video_root", "model_name_or_path", "vggt_name_or_path", "min_pixels",
+                       "max_pixels", "max_steps", "global_batch_size", "per_device_train_batch_size",
+                       "learning_rate", "mm_projector_lr", "num_processes")
+    _OWN_PRETRAIN_FIELDS = ("out_dir", "seed", "width", "height")
+
+    def __post_init__(self):
+        for name, allowed in (("variants", tuple(VARIANTS)), ("samplings", SAMPLINGS)):
+            values = getattr(self, name)
+            bad = [v for v in values if v not in allowed]
+            if bad or not values or len(set(values)) != len(values):
+                raise ValueError(f"{name}: {values} must be distinct values from {list(allowed)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be a non-empty list of distinct ints, got {self.seeds}")
+        if self.width % 28 or self.height % 28:
+            raise ValueError(f"width/height must be multiples of 28 (Qwen's merged patch), got "
+                             f"{self.width}x{self.height}")
+        if not 2 <= self.num_frames <= self.num_frames_rendered or self.num_frames % 2:
+            raise ValueError(f"num_frames must be even and in [2, num_frames_rendered={self.num_frames_rendered}]"
+                             f", got {self.num_frames}")
+        if self.max_steps < 1 or self.bootstrap_samples < 100 or not 0 < self.ci_level < 1:
+            raise ValueError("need max_steps >= 1, bootstrap_samples >= 100 and 0 < ci_level < 1")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ValueError("eval_limit must be >= 1 or null")
+        if not 0 < self.train_fraction < 1 or self.train_fraction + self.val_fraction >= 1:
+            raise ValueError("train_fraction in (0, 1) and train_fraction + val_fraction < 1 (test gets the rest)")
+        for name, own in (("sft_overrides", self._OWN_SFT_FIELDS), ("geometry", self._OWN_PRETRAIN_FIELDS),
+                          ("semantic", self._OWN_PRETRAIN_FIELDS)):
+            clash = sorted(set(getattr(self, name)) & set(own))
+            if clash:
+                raise ValueError(f"{name}: {clash} are set by the study itself")
+        # validate the nested configs now (unknown keys name the key), not after an hour of work
+        self.data_config(), self.geometry_config(), self.semantic_config()
+        self.sft_config("vggt_pretrained", self.seeds[0])
+
+    # ---- derived configs ------------------------------------------------------------------------------
+    def out(self) -> Path:
+        return resolve_path(self.output_dir)
+
+    def data_dir(self) -> Path:
+        return self.out() / "data"
+
+    def data_config(self):
+        from spatial_mllm.data.build import DataConfig
+
+        return DataConfig.from_dict({
+            **self.data_overrides, "output_dir": self.output_dir, "seed": self.seed, "num_scenes": self.num_scenes,
+            "width": self.width, "height": self.height, "num_frames": self.num_frames_rendered,
+            "max_questions_per_type": self.max_questions_per_type, "train_fraction": self.train_fraction,
+            "val_fraction": self.val_fraction}, source="MiniStudyConfig.data_config")
+
+    def geometry_config(self):
+        from spatial_mllm.train.pretrain import GeometryPretrainConfig
+
+        return GeometryPretrainConfig.from_dict({
+            **self.geometry, "out_dir": str(self.out() / "pretrain" / "vggt"), "seed": self.pretrain_seed,
+            "width": self.width, "height": self.height}, source="MiniStudyConfig.geometry")
+
+    def semantic_config(self):
+        from spatial_mllm.train.pretrain import SemanticPretrainConfig
+
+        return SemanticPretrainConfig.from_dict({
+            **self.semantic, "out_dir": str(self.out() / "pretrain" / "qwen"), "seed": self.pretrain_seed,
+            "width": self.width, "height": self.height}, source="MiniStudyConfig.semantic")
+
+    def vggt_path(self, kind: str | None) -> str | None:
+        return None if kind is None else str(self.out() / "pretrain" / ("vggt" if kind == "pretrained" else
+                                                                          "vggt_random"))
+
+    def qwen_path(self, seed: int) -> Path:
+        """The semantic-pretrained ViT + an LLM initialised with ``seed`` (see :func:`pretrain_encoders`)."""
+        return self.out() / "pretrain" / f"qwen_s{seed}"
+
+    def run_name(self, variant: str, seed: int) -> str:
+        return f"{variant}_s{seed}"
+
+    def eval_name(self, variant: str, sampling: str, seed: int) -> str:
+        return f"07_{variant}_{sampling}_s{seed}"
+
+    def frames_cache_path(self) -> Path:
+        return self.out() / "study" / "frames_cache" / f"space_aware_{self.space_aware_source}_k{self.num_frames}.json"
+
+    def sft_config(self, variant: str, seed: int):
+        from spatial_mllm.train.sft import SFTConfig
+
+        connector, kind = VARIANTS[variant]
+        pixels = self.width * self.height
+        return SFTConfig.from_dict({
+            "save_steps": 10**9, "logging_steps": max(1, self.max_steps // 10), "report_to": "none",
+            "build_data_if_missing": False, "eval_limit": None, **self.sft_overrides,
+            "output_dir": str(self.out() / "study" / self.run_name(variant, seed)), "seed": seed,
+            "connector": connector, "num_frames": self.num_frames, "frames_cache": None,
+            "data_dir": str(self.data_dir()), "train_file": "train_sft.jsonl", "video_root": str(self.data_dir()),
+            "model_name_or_path": str(self.qwen_path(seed)), "vggt_name_or_path": self.vggt_path(kind),
+            "min_pixels": pixels, "max_pixels": pixels, "max_steps": self.max_steps,
+            "global_batch_size": self.global_batch_size,
+            "per_device_train_batch_size": self.per_device_train_batch_size,
+            "learning_rate": self.learning_rate, "mm_projector_lr": self.mm_projector_lr,
+        }, source="MiniStudyConfig.sft_config")
+
+    def eval_config(self, variant: str, sampling: str, seed: int):
+        from spatial_mllm.eval.vsibench import EvalConfig
+
+        return EvalConfig(
+            output_dir=str(self.out() / "eval" / self.eval_name(variant, sampling, seed)),
+            source=str(self.data_dir() / "test_vsibench.jsonl"), video_root=str(self.data_dir()),
+            prompt_style="sft", num_frames=self.num_frames,
+            frames_cache=str(self.frames_cache_path()) if sampling == "space_aware" else None,
+            batch_size=self.eval_batch_size, max_new_tokens=self.eval_max_new_tokens, seed=seed)
+
+    def eval_rows(self) -> list[dict]:
+        """The held-out (test-split) questions, stratified down to ``eval_limit`` when set."""
+        from spatial_mllm.eval.ablations import stratified_subset
+        from spatial_mllm.eval.vsibench import load_vsibench
+
+        return stratified_subset(load_vsibench(str(self.data_dir() / "test_vsibench.jsonl")), self.eval_limit)
+
+    def arms(self) -> list[tuple[str, str]]:
+        """(variant, sampling) pairs scored, in table order."""
+        return [(v, s) for v in self.variants for s in self.samplings]
+
+
+# --------------------------------------------------------------------------------------------------
+# 1-2: data and encoders
+# --------------------------------------------------------------------------------------------------
+
+
+def build_study_data(cfg: MiniStudyConfig, progress: bool = False) -> Path:
+    """Render the QA rooms and write the QA files (skipped when ``data/summary.json`` exists)."""
+    from spatial_mllm.data.build import build_datasets
+
+    d = cfg.data_dir()
+    if not (d / "summary.json").is_file() or not (d / "test_vsibench.jsonl").is_file():
+        build_datasets(cfg.data_config(), progress=progress)
+    return d
+
+
+def _qwen_for_seed(src: Path, dst: Path, seed: int, text_overrides: dict) -> None:
+    """Copy the semantic-pretrained checkpoint with the LLM (and lm_head) re-initialised from ``seed``."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from spatial_mllm.models.tiny import tiny_model, tiny_tokenizer
+    from spatial_mllm.train.pretrain import save_qwen_part
+
+    tok = tiny_tokenizer()
+    fresh = tiny_model(tok, seed=seed, text_overrides=text_overrides)
+    trained = Qwen2_5_VLForConditionalGeneration.from_pretrained(src, dtype=torch.float32)
+    fresh.model.visual.load_state_dict(trained.model.visual.state_dict())
+    save_qwen_part(fresh, dst, tok)
+
+
+def pretrain_encoders(cfg: MiniStudyConfig, log=print) -> dict[str, Path]:
+    """Geometry-pretrain the tiny VGGT, save its random init as the control, semantic-pretrain the ViT and
+    write one Qwen checkpoint per seed (same ViT, LLM init from the seed). Finished parts are skipped.
+    Returns ``{"vggt", "vggt_random", "qwen"}`` folders."""
+    from spatial_mllm.train.pretrain import build_tiny_vggt, pretrain_vggt, pretrain_vit
+
+    pre = cfg.out() / "pretrain"
+    g, s = cfg.geometry_config(), cfg.semantic_config()
+    if not (pre / "vggt" / "run.json").is_file():
+        log("pretraining the tiny VGGT (geometry) ...")
+        pretrain_vggt(g, log=log if cfg.progress else None)
+    if not (pre / "vggt_random" / "config.json").is_file():
+        build_tiny_vggt(g.vggt_overrides, g.seed).save_pretrained(pre / "vggt_random")  # pretrain_vggt's init
+    if not (pre / "qwen" / "run.json").is_file():
+        log("pretraining the tiny ViT (semantics) ...")
+        pretrain_vit(s, log=log if cfg.progress else None)
+    for seed in cfg.seeds:
+        if not (cfg.qwen_path(seed) / "config.json").is_file():
+            _qwen_for_seed(pre / "qwen", cfg.qwen_path(seed), seed, s.text_overrides)
+    return {"vggt": pre / "vggt", "vggt_random": pre / "vggt_random", "qwen": pre / "qwen"}
+
+
+def encoder_table(cfg: MiniStudyConfig):
+    """Held-out encoder metrics: one row per (model, metric) from the pretraining run.json files —
+    geometry of the random-init and pretrained VGGT (with the constant-depth / no-motion references) and
+    the ViT's per-patch semantic accuracy (with the majority-class reference)."""
+    import pandas as pd
+
+    pre = cfg.out() / "pretrain"
+    geo = json.loads((pre / "vggt" / "run.json").read_text())["metrics"]
+    sem = json.loads((pre / "qwen" / "run.json").read_text())["metrics"].get("held_out") or {}
+    r, p = geo["random_init"], geo["pretrained"]
+    rows = [
+        ("depth AbsRel ↓ (median-scaled)", r["abs_rel"], p["abs_rel"], r["const_abs_rel"], "constant depth"),
+        ("depth δ<1.25 ↑", r["delta1"], p["delta1"], r["const_delta1"], "constant depth"),
+        ("rotation error, mean ° ↓", r["rot_err_mean"], p["rot_err_mean"], r["static_rot_err_mean"], "no motion"),
+        ("rotation error, median ° ↓", r["rot_err_median"], p["rot_err_median"], math.nan, ""),
+        ("translation direction error, mean ° ↓", r["trans_err_mean"], p["trans_err_mean"], math.nan, ""),
+        ("pairs with rotation error < 15° ↑", r["rra15"], p["rra15"], math.nan, ""),
+        ("pairs with translation error < 15° ↑", r["rta15"], p["rta15"], math.nan, ""),
+    ]
+    df = pd.DataFrame(rows, columns=["metric", "random_init", "pretrained", "reference", "reference_is"])
+    if sem:
+        df.loc[len(df)] = ["ViT per-patch category accuracy ↑", math.nan, sem["accuracy"], sem["chance_majority"],
+                           "majority class"]
+        df.loc[len(df)] = ["ViT accuracy on object patches ↑", math.nan, sem["object_accuracy"], math.nan, ""]
+    return df
+
+
+# --------------------------------------------------------------------------------------------------
+# 4: space-aware frames
+# --------------------------------------------------------------------------------------------------
+
+
+def _test_scene_dirs(cfg: MiniStudyConfig) -> dict[str, Path]:
+    keys = sorted({f"{r['dataset']}/{r['scene_name']}" for r in cfg.eval_rows()})
+    return {k: cfg.data_dir() / k for k in keys}
+
+
+def space_aware_cache(cfg: MiniStudyConfig) -> Path:
+    """``{"synthetic/<scene>": [frame indices]}`` of the test videos (reused when complete)."""
+    from spatial_mllm.eval.ablations import _write_json, ground_truth_frames_cache
+
+    path = cfg.frames_cache_path()
+    dirs = _test_scene_dirs(cfg)
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    todo = {k: d for k, d in dirs.items() if k not in old}
+    if not todo:
+        return path
+    if cfg.space_aware_source == "ground_truth":
+        new = ground_truth_frames_cache(todo, cfg.num_frames, cfg.num_frames_rendered)
+    else:
+        from spatial_mllm.sampling.sampler import SpaceAwareSampler, SpaceAwareSamplerConfig
+
+        sampler = SpaceAwareSampler(
+            model_path=cfg.vggt_path("pretrained"), device="cpu",
+            config=SpaceAwareSamplerConfig(num_candidates=cfg.num_frames_rendered, candidate_rounding="round",
+                                           target_size=cfg.width))
+        new = {k: sampler.sample(str(d / "video.mp4"), cfg.num_frames).indices for k, d in todo.items()}
+    _write_json(path, {**old, **new})
+    return path
+
+
+def sampling_coverage(cfg: MiniStudyConfig):
+    """Ground-truth voxel coverage (fraction of the room's occupied voxels, rendered depth, official relative
+    voxel rule) of the uniform and the space-aware frames of each test video; one row per video."""
+    import pandas as pd
+    import torch
+
+    from spatial_mllm.data.video import uniform_frame_indices
+    from spatial_mllm.sampling.coverage import points_from_depth, voxel_incidence
+
+    cache = json.loads(cfg.frames_cache_path().read_text())
+    rows = []
+    for key, d in _test_scene_dirs(cfg).items():
+        with np.load(d / "frames.npz") as z:
+            depth, K, E = (torch.from_numpy(z[n]) for n in ("depth", "intrinsics", "extrinsics"))
+        inc = voxel_incidence(points_from_depth(depth, K, E), None, valid=depth > 0)
+        uni = uniform_frame_indices(len(depth), cfg.num_frames).tolist()
+        rows.append({"video": key, "uniform": inc.coverage(uni) / inc.num_voxels,
+                     "space_aware": inc.coverage(cache[key]) / inc.num_voxels})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# 3: train and score
+# --------------------------------------------------------------------------------------------------
+
+
+def _scored(cfg: MiniStudyConfig, variant: str, seed: int) -> bool:
+    return all((cfg.out() / "eval" / cfg.eval_name(variant, s, seed) / "scores.json").is_file()
+               for s in cfg.samplings)
+
+
+def _frequency_baseline(cfg: MiniStudyConfig, rows: list[dict]) -> None:
+    from spatial_mllm.eval.baselines import FrequencyBaseline
+    from spatial_mllm.eval.vsibench import EvalConfig, evaluate_vsibench, load_vsibench
+
+    out = cfg.out() / "eval" / "07_frequency"
+    if (out / "scores.json").is_file():
+        return
+    fit = load_vsibench(str(cfg.data_dir() / "train_vsibench.jsonl"))
+    ec = EvalConfig(output_dir=str(out), source=str(cfg.data_dir() / "test_vsibench.jsonl"),
+                    video_root=str(cfg.data_dir()), num_frames=cfg.num_frames, batch_size=256)
+    evaluate_vsibench(ec, FrequencyBaseline(fit), rows=rows)
+
+
+def run_study(cfg: MiniStudyConfig, log=print) -> list[dict]:
+    """Everything: data, encoders, frames cache, then per seed and variant SFT + scoring with each sampling
+    (runs whose scores exist are skipped). Returns one status dict per (variant, seed)."""
+    import torch
+
+    from spatial_mllm.eval.model_predict import evaluate_model_vsibench
+    from spatial_mllm.train.sft import load_sft_checkpoint, train_sft
+
+    t0 = time.perf_counter()
+    build_study_data(cfg, progress=cfg.progress)
+    log(f"data ready ({time.perf_counter() - t0:.0f} s)")
+    pretrain_encoders(cfg, log=log)
+    log(f"encoders ready ({time.perf_counter() - t0:.0f} s)")
+    if "space_aware" in cfg.samplings:
+        space_aware_cache(cfg)
+    rows = cfg.eval_rows()
+    _frequency_baseline(cfg, rows)
+    statuses = []
+    for seed in cfg.seeds:
+        for variant in cfg.variants:
+            name = cfg.run_name(variant, seed)
+            if _scored(cfg, variant, seed):
+                statuses.append({"run": name, "status": "skipped", "seconds": 0.0})
+                continue
+            t1 = time.perf_counter()
+            quiet = contextlib.redirect_stdout(io.StringIO()) if not cfg.progress else contextlib.nullcontext()
+            with quiet:
+                result = train_sft(cfg.sft_config(variant, seed))
+            model, processor = load_sft_checkpoint(result.output_dir, device="cpu")
+            scores = {}
+            for sampling in cfg.samplings:
+                with torch.no_grad():
+                    scores[sampling] = evaluate_model_vsibench(model, processor, cfg.eval_config(variant, sampling, seed),
+                                                               rows=rows, progress=cfg.progress)
+            info = {"variant": variant, "seed": seed, "train_loss": result.train_loss,
+                    "train_steps": result.global_step, "train_s": result.runtime_s}
+            for sampling in cfg.samplings:
+                (cfg.out() / "eval" / cfg.eval_name(variant, sampling, seed) / "study.json").write_text(
+                    json.dumps({**info, "sampling": sampling}, indent=1) + "\n")
+            if not cfg.keep_checkpoints:
+                shutil.rmtree(cfg.out() / "study" / name, ignore_errors=True)
+            dt = time.perf_counter() - t1
+            statuses.append({"run": name, "status": "ran", "seconds": round(dt, 1)})
+            log(f"{name}: " + ", ".join(f"{s} {v['overall_macro']:.1f}" for s, v in scores.items())
+                + f" (macro) — train loss {result.train_loss:.3f}, {dt:.0f} s")
+    return statuses
+
+
+# --------------------------------------------------------------------------------------------------
+# 5: statistics
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_predictions(folder: Path) -> list[dict]:
+    with open(folder / "predictions.jsonl") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def question_scores(cfg: MiniStudyConfig):
+    """Long table, one row per (variant, sampling, seed, question): ``score`` in [0, 1] (VSI-Bench rules).
+    The frequency baseline appears once per seed (it has no seed) with sampling ``"-"``."""
+    import pandas as pd
+
+    from spatial_mllm.eval.vsibench import score_rows
+
+    parts = []
+
+    def add(folder: Path, variant: str, sampling: str, seeds: list[int]):
+        if not (folder / "scores.json").is_file():
+            raise FileNotFoundError(f"{folder / 'scores.json'} is missing: run the study first (run_study)")
+        preds = _read_predictions(folder)
+        sc = score_rows(preds)
+        for seed in seeds:
+            parts.append(pd.DataFrame({"variant": variant, "sampling": sampling, "seed": seed,
+                                       "id": [p["id"] for p in preds],
+                                       "question_type": [p["question_type"] for p in preds], "score": sc}))
+
+    for variant, sampling in cfg.arms():
+        for seed in cfg.seeds:
+            add(cfg.out() / "eval" / cfg.eval_name(variant, sampling, seed), variant, sampling, [seed])
+    add(cfg.out() / "eval" / "07_frequency", "frequency", "-", list(cfg.seeds))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _task_of(qtype: str) -> str:
+    return "object_rel_direction" if qtype.startswith("object_rel_direction") else qtype
+
+
+def bootstrap_scores(qs, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0):
+    """Hierarchical percentile bootstrap of every arm's VSI-Bench scores (percent).
+
+    Args:
+        qs: :func:`question_scores`'s table; every (variant, sampling, seed) must hold the same questions.
+    Returns:
+        ``(table, reps)``: ``table`` has one row per (variant, sampling, metric) with ``mean`` (the point
+        estimate: mean over seeds), ``ci_low``, ``ci_high``; ``reps[(variant, sampling)][metric]`` is the
+        array of ``n_boot`` replicate values (shared resampling across arms, for paired contrasts).
+        Metrics: the tasks present, ``overall_macro`` (mean of tasks) and ``overall_micro`` (mean over
+        questions).
+    """
+    import pandas as pd
+
+    from spatial_mllm.eval.vsibench import TASKS
+
+    arms = list(dict.fromkeys(zip(qs["variant"], qs["sampling"])))
+    seeds = sorted(qs["seed"].unique())
+    ids = sorted(qs["id"].unique())
+    pos = {q: i for i, q in enumerate(ids)}
+    S = np.full((len(arms), len(seeds), len(ids)), np.nan)
+    qtype = {}
+    for (v, s, sd), g in qs.groupby(["variant", "sampling", "seed"], sort=False):
+        if len(g) != len(ids):
+            raise ValueError(f"run {v}/{s}/seed {sd} has {len(g)} scored questions, the others {len(ids)}")
+        S[arms.index((v, s)), seeds.index(sd), [pos[i] for i in g["id"]]] = g["score"].to_numpy()
+        qtype.update(zip(g["id"], g["question_type"]))
+    if np.isnan(S).any():
+        raise ValueError("some (arm, seed) lacks scores for some questions: rerun the study")
+    types = list(dict.fromkeys(qtype[q] for q in ids))
+    qt = np.array([qtype[q] for q in ids])
+    rng = np.random.default_rng(seed)
+    seed_draw = rng.integers(0, len(seeds), (n_boot, len(seeds)))  # [B, n_seeds]
+    point_t, rep_t, counts = {}, {}, {}
+    for t in types:
+        cols = np.flatnonzero(qt == t)
+        counts[t] = len(cols)
+        draw = cols[rng.integers(0, len(cols), (n_boot, len(cols)))]  # [B, m]
+        per_seed = np.stack([S[:, :, d].mean(-1) for d in draw], axis=-1)  # [A, n_seeds, B]
+        rep_t[t] = per_seed[:, seed_draw, np.arange(n_boot)[:, None]].mean(-1)  # [A, B]
+        point_t[t] = S[:, :, cols].mean((1, 2))  # [A]
+
+    def combine(values: dict) -> dict:
+        out = {}
+        for task in TASKS:
+            members = [t for t in types if _task_of(t) == task]
+            if members:
+                out[task] = 100 * np.mean([values[t] for t in members], axis=0)
+        out["overall_macro"] = np.mean([out[t] for t in TASKS if t in out], axis=0)
+        total = sum(counts.values())
+        out["overall_micro"] = 100 * sum(values[t] * counts[t] for t in types) / total
+        return out
+
+    points, reps_all = combine(point_t), combine(rep_t)
+    lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
+    rows, reps = [], {}
+    for a, arm in enumerate(arms):
+        reps[arm] = {m: r[a] for m, r in reps_all.items()}
+        for m in points:
+            lo, hi = np.quantile(reps_all[m][a], [lo_q, hi_q])
+            rows.append({"variant": arm[0], "sampling": arm[1], "metric": m, "mean": float(points[m][a]),
+                         "ci_low": float(lo), "ci_high": float(hi), "seeds": len(seeds),
+                         "questions": int(sum(counts[t] for t in types if m in ("overall_macro", "overall_micro")
+                                              or _task_of(t) == m))})
+    return pd.DataFrame(rows), reps
+
+
+#: the paper's claims tested here: name → (statement, arm A, arm B); the contrast is A − B
+CLAIMS: dict[str, tuple[str, tuple[str, str], tuple[str, str]]] = {
+    "spatial_encoder": ("Adding the spatial encoder's features to the 2D encoder improves spatial reasoning "
+                        "(the paper's encoder ablation)", ("vggt_pretrained", "uniform"), ("2d_only", "uniform")),
+    "geometry_prior": ("The gain comes from the encoder's geometry prior, not from an extra branch of "
+                       "parameters (no control in the paper)", ("vggt_pretrained", "uniform"),
+                       ("vggt_random", "uniform")),
+    "space_aware_sampling": ("Space-aware frame sampling beats uniform sampling at the same frame budget "
+                             "(the paper's sampling ablation)", ("vggt_pretrained", "space_aware"),
+                             ("vggt_pretrained", "uniform")),
+}
+
+
+def _verdict(lo: float, hi: float) -> str:
+    if lo > 0:
+        return "supported"
+    if hi < 0:
+        return "contradicted"
+    return "not resolved"
+
+
+def contrast_table(table, reps, *, level: float = 0.95, claims: dict | None = None):
+    """Paired differences A − B (points, percent) of each claim's arms, per metric, with the bootstrap
+    interval, the fraction of replicates above 0 and the verdict (:func:`_verdict`). Claims whose arms
+    were not run are left out."""
+    import pandas as pd
+
+    point = {(r.variant, r.sampling, r.metric): r.mean for r in table.itertuples()}
+    rows = []
+    for name, (_, a, b) in (claims or CLAIMS).items():
+        if a not in reps or b not in reps:
+            continue
+        for m in reps[a]:
+            d = reps[a][m] - reps[b][m]
+            lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
+            rows.append({"claim": name, "metric": m, "a": "/".join(a), "b": "/".join(b),
+                         "difference": point[(*a, m)] - point[(*b, m)], "ci_low": float(lo),
+                         "ci_high": float(hi), "p_above_0": float((d > 0).mean()),
+                         "verdict": _verdict(float(lo), float(hi))})
+    return pd.DataFrame(rows)
+
+
+def _encoder_verdict(enc) -> str:
+    e = enc.set_index("metric")
+    better = {
+        "depth AbsRel": e.loc["depth AbsRel ↓ (median-scaled)", "pretrained"] < min(
+            e.loc["depth AbsRel ↓ (median-scaled)", "random_init"], e.loc["depth AbsRel ↓ (median-scaled)", "reference"]),
+        "depth δ<1.25": e.loc["depth δ<1.25 ↑", "pretrained"] > max(
+            e.loc["depth δ<1.25 ↑", "random_init"], e.loc["depth δ<1.25 ↑", "reference"]),
+        "rotation": e.loc["rotation error, mean ° ↓", "pretrained"] < min(
+            e.loc["rotation error, mean ° ↓", "random_init"], e.loc["rotation error, mean ° ↓", "reference"]),
+        "translation direction": e.loc["translation direction error, mean ° ↓", "pretrained"]
+        < e.loc["translation direction error, mean ° ↓", "random_init"],
+    }
+    good = [k for k, v in better.items() if v]
+    bad = [k for k, v in better.items() if not v]
+    text = "beats random init and the trivial references on " + (", ".join(good) if good else "nothing")
+    if bad:
+        text += "; it does **not** on " + ", ".join(bad)
+    return text
+
+
+def claims_markdown(contrasts, enc=None, *, level: float = 0.95) -> str:
+    """The verdict text: per claim, the overall (macro) difference with its interval and the verdict, plus
+    the tasks where the interval excludes 0. Generated from the numbers, whatever they say."""
+    lines = []
+    if enc is not None:
+        lines.append(f"- **Encoder prerequisite** — the pretrained tiny VGGT {_encoder_verdict(enc)} "
+                     "(held-out rooms, table above).")
+    for name, (statement, a, b) in CLAIMS.items():
+        sub = contrasts[contrasts["claim"] == name]
+        if sub.empty:
+            lines.append(f"- **{statement}** — not tested (arms {a} / {b} not in this run).")
+            continue
+        o = sub[sub["metric"] == "overall_macro"].iloc[0]
+        tasks = sub[~sub["metric"].isin(["overall_macro", "overall_micro"])]
+        pos = ", ".join(f"{r.metric} ({r.difference:+.1f})" for r in tasks.itertuples() if r.verdict == "supported")
+        neg = ", ".join(f"{r.metric} ({r.difference:+.1f})" for r in tasks.itertuples() if r.verdict == "contradicted")
+        lines.append(
+            f"- **{statement}** — **{o.verdict}** at toy scale: {'/'.join(a)} − {'/'.join(b)} = "
+            f"{o.difference:+.1f} points macro ({level:.0%} interval [{o.ci_low:+.1f}, {o.ci_high:+.1f}], "
+            f"{o.p_above_0:.0%} of replicates above 0). Tasks with the interval above 0: {pos or 'none'}; "
+            f"below 0: {neg or 'none'}.")
+    return "\n".join(lines)
+
+
+def _wide(table, digits: int = 1):
+    t = table.copy()
+    t["cell"] = [f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" for m, lo, hi in
+                 zip(t["mean"], t["ci_low"], t["ci_high"])]
+    t["arm"] = [f"{VARIANT_LABELS.get(v, v)} · {s}" for v, s in zip(t["variant"], t["sampling"])]
+    wide = t.pivot_table(index="arm", columns="metric", values="cell", aggfunc="first", sort=False)
+    return wide[list(dict.fromkeys(t["metric"]))]
+
+
+def write_study_tables(cfg: MiniStudyConfig):
+    """Write ``tables/07_encoders.csv``, ``07_question_scores.csv``, ``07_scores.csv|md`` (mean and interval
+    per arm and metric), ``07_contrasts.csv`` and ``07_claims.md``; returns ``(encoders, table, contrasts,
+    claims_text)``."""
+    from spatial_mllm.eval.model_predict import markdown_table
+
+    tables = cfg.out() / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    enc = encoder_table(cfg)
+    qs = question_scores(cfg)
+    table, reps = bootstrap_scores(qs, n_boot=cfg.bootstrap_samples, level=cfg.ci_level, seed=cfg.seed)
+    con = contrast_table(table, reps, level=cfg.ci_level)
+    text = claims_markdown(con, enc, level=cfg.ci_level)
+    enc.to_csv(tables / "07_encoders.csv", index=False)
+    qs.to_csv(tables / "07_question_scores.csv", index=False)
+    table.to_csv(tables / "07_scores.csv", index=False)
+    con.to_csv(tables / "07_contrasts.csv", index=False)
+    head = (f"VSI-Bench-style scores (%) on {qs['id'].nunique()} held-out questions, mean over "
+            f"{len(cfg.seeds)} seeds [{cfg.ci_level:.0%} hierarchical bootstrap interval, "
+            f"{cfg.bootstrap_samples} replicates].\n\n")
+    (tables / "07_scores.md").write_text(head + markdown_table(_wide(table)))
+    (tables / "07_claims.md").write_text(text + "\n")
+    return enc, table, con, text

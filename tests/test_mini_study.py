@@ -1,0 +1,221 @@
+"""The mini study (notebook 07): config validation, the hierarchical bootstrap against VSI-Bench's own
+scoring, paired contrasts and verdicts, the tiny LLM size overrides, and one micro study end to end — twice,
+to show it is deterministic for a given seed."""
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from spatial_mllm.config import ConfigError, load_params  # noqa: E402
+from spatial_mllm.data.formats import is_multiple_choice  # noqa: E402
+from spatial_mllm.eval import mini_study as ms  # noqa: E402
+from spatial_mllm.eval.mini_study import MiniStudyConfig  # noqa: E402
+from spatial_mllm.eval.vsibench import score  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- config ------------------------------------------------------------------------------------------
+
+
+def test_defaults_are_the_mini_preset():
+    cfg = load_params(ROOT / "params" / "mini" / "07_mini_study.yaml")
+    assert isinstance(cfg, MiniStudyConfig)
+    assert cfg.to_dict() == MiniStudyConfig().to_dict()
+    assert len(cfg.seeds) >= 3 and set(cfg.variants) == set(ms.VARIANTS)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(geometry={"stepz": 3}), "stepz"),
+    (dict(semantic={"text_overides": {}}), "text_overides"),
+    (dict(sft_overrides={"no_such_field": 1}), "no_such_field"),
+    (dict(sft_overrides={"connector": "none"}), "set by the study"),
+    (dict(geometry={"seed": 3}), "set by the study"),
+    (dict(variants=["2d_only", "3d_only"]), "variants"),
+    (dict(num_frames=3), "even"),
+    (dict(width=100), "multiples of 28"),
+    (dict(seeds=[0, 0]), "distinct"),
+])
+def test_bad_config_names_the_key(bad, match):
+    with pytest.raises((ValueError, ConfigError), match=match):
+        MiniStudyConfig(**bad)
+
+
+def test_variants_get_identical_budgets_and_their_own_encoders(tmp_path):
+    cfg = MiniStudyConfig(output_dir=str(tmp_path))
+    sft = {v: cfg.sft_config(v, 1) for v in ms.VARIANTS}
+    same = ("max_steps", "global_batch_size", "learning_rate", "mm_projector_lr", "seed", "train_file",
+            "num_frames", "model_name_or_path", "train_vision", "train_spatial")
+    for f in same:
+        assert len({getattr(c, f) for c in sft.values()}) == 1, f
+    assert sft["2d_only"].connector == "none" and sft["2d_only"].vggt_name_or_path is None
+    assert sft["vggt_pretrained"].vggt_name_or_path.endswith("pretrain/vggt")
+    assert sft["vggt_random"].vggt_name_or_path.endswith("pretrain/vggt_random")
+    assert not sft["vggt_pretrained"].train_spatial and not sft["vggt_pretrained"].train_vision  # frozen
+    assert cfg.eval_config("2d_only", "uniform", 0).frames_cache is None
+    assert cfg.eval_config("2d_only", "space_aware", 0).frames_cache == str(cfg.frames_cache_path())
+    assert cfg.eval_config("2d_only", "uniform", 0).source.endswith("test_vsibench.jsonl")  # held-out rooms
+
+
+# ---- statistics ----------------------------------------------------------------------------------------
+
+TYPES = ["object_counting", "object_rel_direction_easy", "object_rel_direction_hard", "route_planning"]
+
+
+def _qs(arms: dict, seeds=(0, 1, 2), per_type=6, rng=None):
+    """Question-score table: ``arms[(variant, sampling)]`` = P(correct) per question type (Bernoulli draws)."""
+    rng = rng or np.random.default_rng(0)
+    rows = []
+    for (v, s), p in arms.items():
+        for seed in seeds:
+            for t_i, t in enumerate(TYPES):
+                for q in range(per_type):
+                    qid = t_i * 100 + q
+                    rows.append({"variant": v, "sampling": s, "seed": seed, "id": qid, "question_type": t,
+                                 "score": float(rng.random() < p[t] if isinstance(p, dict) else p)})
+    return pd.DataFrame(rows)
+
+
+def test_point_estimates_equal_vsibench_scoring_averaged_over_seeds():
+    qs = _qs({("a", "uniform"): {"object_counting": 0.8, "object_rel_direction_easy": 0.5,
+                                 "object_rel_direction_hard": 0.2, "route_planning": 0.6}})
+    table, _ = ms.bootstrap_scores(qs, n_boot=200)
+    by_seed = []
+    for _, g in qs.groupby("seed"):
+        # VSI-Bench's scorer on rows whose prediction is right exactly when score == 1
+        rows = [{"question_type": r.question_type, "ground_truth": "A" if is_multiple_choice(r.question_type)
+                 else "2", "prediction": ("A" if is_multiple_choice(r.question_type) else "2") if r.score else
+                 ("B" if is_multiple_choice(r.question_type) else "100")} for r in g.itertuples()]
+        by_seed.append(score(rows))
+    t = table.set_index("metric")["mean"]
+    assert t["overall_macro"] == pytest.approx(np.mean([s["overall_macro"] for s in by_seed]))
+    assert t["overall_micro"] == pytest.approx(np.mean([s["overall_micro"] for s in by_seed]))
+    # relative direction = mean of its levels, as VSI-Bench
+    assert t["object_rel_direction"] == pytest.approx(np.mean([s["per_task"]["object_rel_direction"]
+                                                               for s in by_seed]))
+    assert (table["ci_low"] <= table["mean"] + 1e-9).all() and (table["mean"] <= table["ci_high"] + 1e-9).all()
+
+
+def test_contrasts_verdicts_and_determinism():
+    # a float is every question's score; a dict gives P(correct) per type
+    arms = {("vggt_pretrained", "uniform"): 1.0, ("2d_only", "uniform"): 0.0,
+            ("vggt_random", "uniform"): 1.0, ("vggt_pretrained", "space_aware"): 0.0}
+    qs = _qs(arms)
+    table, reps = ms.bootstrap_scores(qs, n_boot=300, seed=4)
+    table2, reps2 = ms.bootstrap_scores(qs, n_boot=300, seed=4)
+    pd.testing.assert_frame_equal(table, table2)
+    con = ms.contrast_table(table, reps)
+    macro = con[con.metric == "overall_macro"].set_index("claim")
+    assert macro.loc["spatial_encoder", "verdict"] == "supported"  # 100 vs 0 points
+    assert macro.loc["spatial_encoder", "difference"] == pytest.approx(100.0)
+    assert macro.loc["geometry_prior", "verdict"] == "not resolved"  # identical arms: difference exactly 0
+    assert macro.loc["geometry_prior", ["ci_low", "ci_high"]].tolist() == [0.0, 0.0]
+    assert macro.loc["space_aware_sampling", "verdict"] == "contradicted"
+    text = ms.claims_markdown(con)
+    assert text.count("**supported**") == 1 and text.count("**contradicted**") == 1
+    assert "**not resolved**" in text
+
+
+def test_bootstrap_interval_covers_noise_and_shrinks_with_more_questions():
+    arms = {("vggt_pretrained", "uniform"): 0.5, ("2d_only", "uniform"): 0.5}
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (5, 60):
+        qs = _qs({a: {t: 0.5 for t in TYPES} for a in arms}, per_type=n, rng=rng)
+        table, reps = ms.bootstrap_scores(qs, n_boot=500)
+        con = ms.contrast_table(table, reps)
+        o = con[(con.claim == "spatial_encoder") & (con.metric == "overall_macro")].iloc[0]
+        widths.append(o.ci_high - o.ci_low)
+    assert widths[1] < widths[0]
+
+
+def test_bootstrap_refuses_runs_with_different_questions():
+    qs = _qs({("a", "uniform"): 0.5})
+    with pytest.raises(ValueError, match="a/uniform/seed 1"):
+        ms.bootstrap_scores(qs[~((qs.seed == 1) & (qs.id == 0))], n_boot=100)
+
+
+# ---- model size ----------------------------------------------------------------------------------------
+
+
+def test_tiny_llm_size_overrides(tok):
+    from spatial_mllm.models.tiny import tiny_config, tiny_model
+
+    cfg = tiny_config(tok, text_overrides={"hidden_size": 128, "num_hidden_layers": 3})
+    assert cfg.text_config.hidden_size == 128 and cfg.text_config.num_hidden_layers == 3
+    assert cfg.vision_config.out_hidden_size == 128  # the ViT's merger feeds the LLM
+    assert sum(cfg.text_config.rope_parameters["mrope_section"]) == 128 // 4 // 2  # head_dim / 2
+    model = tiny_model(tok, text_overrides={"hidden_size": 128})
+    ids = torch.tensor([[1, 2, 3]])
+    assert model(input_ids=ids).logits.shape == (1, 3, len(tok))
+    with pytest.raises(ValueError, match="vocab_size"):
+        tiny_config(tok, text_overrides={"vocab_size": 7})
+
+
+# ---- end to end ----------------------------------------------------------------------------------------
+
+
+def _micro(out: Path) -> MiniStudyConfig:
+    return MiniStudyConfig(
+        output_dir=str(out), seeds=[0, 1], variants=["2d_only", "vggt_pretrained"], num_frames=4,
+        num_scenes=6, num_frames_rendered=12, max_questions_per_type=1, train_fraction=0.5,
+        geometry=dict(num_train_scenes=1, num_eval_scenes=1, frames_per_scene=6, seq_len=2, steps=3, batch_size=2,
+                      eval_sequences_per_scene=1),
+        semantic=dict(num_train_scenes=1, num_eval_scenes=1, frames_per_scene=2, steps=3, batch_size=2,
+                      text_overrides={"num_hidden_layers": 1}),
+        max_steps=3, global_batch_size=4, per_device_train_batch_size=4, sft_overrides={}, eval_limit=12,
+        eval_batch_size=12, bootstrap_samples=200)
+
+
+@pytest.mark.timeout(600)
+def test_micro_study_end_to_end_is_deterministic(tmp_path):
+    results = []
+    for name in ("a", "b"):
+        cfg = _micro(tmp_path / name)
+        statuses = ms.run_study(cfg, log=lambda *a: None)
+        assert [s["status"] for s in statuses] == ["ran"] * 4
+        enc, table, con, text = ms.write_study_tables(cfg)
+        results.append((cfg, enc, table, con, text))
+    (cfg, enc, table, con, text), (cfg_b, enc_b, table_b, con_b, text_b) = results
+    # the same seed gives the same study: encoders, every prediction, the tables and the verdict text
+    pd.testing.assert_frame_equal(enc, enc_b)
+    pd.testing.assert_frame_equal(table, table_b)
+    pd.testing.assert_frame_equal(con, con_b)
+    assert text == text_b
+    qa = pd.read_csv(cfg.out() / "tables" / "07_question_scores.csv")
+    qb = pd.read_csv(cfg_b.out() / "tables" / "07_question_scores.csv")
+    pd.testing.assert_frame_equal(qa, qb)
+    # every arm scored the same held-out questions; the pretrained encoders and checkpoints are there
+    assert qa.groupby(["variant", "sampling", "seed"])["id"].apply(frozenset).nunique() == 1
+    test_scenes = set(json.loads((cfg.data_dir() / "splits.json").read_text())["test"])
+    rows = cfg.eval_rows()
+    assert {r["scene_name"] for r in rows} <= test_scenes
+    for sub in ("vggt", "vggt_random", "qwen", "qwen_s0", "qwen_s1"):
+        assert (cfg.out() / "pretrain" / sub / "config.json").is_file(), sub
+    assert not (cfg.out() / "study" / "2d_only_s0").exists()  # checkpoints removed after scoring
+    cache = json.loads(cfg.frames_cache_path().read_text())
+    assert set(cache) == {f"{r['dataset']}/{r['scene_name']}" for r in rows}
+    assert all(len(v) == cfg.num_frames and v == sorted(set(v)) for v in cache.values())
+    cov = ms.sampling_coverage(cfg)
+    assert ((cov[["uniform", "space_aware"]] > 0) & (cov[["uniform", "space_aware"]] <= 1)).all().all()
+    assert set(table["variant"]) == {"2d_only", "vggt_pretrained", "frequency"}
+    assert "geometry_prior" not in set(con["claim"])  # its control arm was not run
+    assert "not tested" in ms.claims_markdown(con)
+    assert not math.isnan(enc.set_index("metric").loc["depth AbsRel ↓ (median-scaled)", "pretrained"])
+    # a rerun skips every finished run
+    assert {s["status"] for s in ms.run_study(cfg, log=lambda *a: None)} == {"skipped"}
+
+    from spatial_mllm.eval.mini_study_plots import plot_contrasts, plot_study_per_task
+
+    for fig in (plot_study_per_task(table), plot_contrasts(con)):
+        assert fig.axes
+        plt.close(fig)
