@@ -144,6 +144,16 @@ def test_bootstrap_refuses_runs_with_different_questions():
         ms.bootstrap_scores(qs[~((qs.seed == 1) & (qs.id == 0))], n_boot=100)
 
 
+def test_other_room_rows_swap_every_video_and_keep_the_question():
+    rows = [{"id": i, "dataset": "synthetic", "scene_name": f"room{i % 3}", "question": f"q{i}",
+             "ground_truth": "1", "question_type": "object_counting"} for i in range(6)]
+    blind = ms.other_room_rows(rows)
+    assert [b["scene_name"] for b in blind] == ["room1", "room2", "room0"] * 2
+    assert all(b["question"] == r["question"] and b["ground_truth"] == r["ground_truth"] for b, r in zip(blind, rows))
+    with pytest.raises(ValueError, match="two held-out rooms"):
+        ms.other_room_rows(rows[:1])
+
+
 # ---- model size ----------------------------------------------------------------------------------------
 
 
@@ -208,14 +218,26 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path):
     cov = ms.sampling_coverage(cfg)
     assert ((cov[["uniform", "space_aware"]] > 0) & (cov[["uniform", "space_aware"]] <= 1)).all().all()
     assert set(table["variant"]) == {"2d_only", "vggt_pretrained", "frequency"}
+    assert set(table["sampling"]) == {"uniform", "space_aware", "other_room", "-"}
+    blind = [json.loads(x) for x in (cfg.out() / "eval" / cfg.eval_name("2d_only", "other_room", 0) /
+                                     "predictions.jsonl").read_text().splitlines()]
+    own = {r["id"]: r["scene_name"] for r in rows}
+    assert all(b["scene_name"] != own[b["id"]] for b in blind)  # every question saw another room
+    assert {"reads_video", "reads_video_2d"} <= set(con["claim"])
     assert "geometry_prior" not in set(con["claim"])  # its control arm was not run
     assert "not tested" in ms.claims_markdown(con)
     assert not math.isnan(enc.set_index("metric").loc["depth AbsRel ↓ (median-scaled)", "pretrained"])
     # a rerun skips every finished run
     assert {s["status"] for s in ms.run_study(cfg, log=lambda *a: None)} == {"skipped"}
 
-    from spatial_mllm.eval.mini_study_plots import plot_contrasts, plot_study_per_task
+    from spatial_mllm.eval.mini_study_plots import plot_contrasts, plot_geometry_examples, plot_study_per_task
 
-    for fig in (plot_study_per_task(table), plot_contrasts(con)):
+    ex = ms.geometry_examples(cfg, num_frames=2)
+    assert ex["rgb"].shape == (2, cfg.height, cfg.width, 3)
+    assert ex["gt"].shape == ex["random"].shape == ex["pretrained"].shape == (2, cfg.height, cfg.width)
+    valid = ex["gt"] > 0
+    for k in ("random", "pretrained"):  # median-scaled to the ground truth
+        assert np.median(ex[k][valid]) == pytest.approx(np.median(ex["gt"][valid]), rel=0.05)
+    for fig in (plot_study_per_task(table), plot_contrasts(con), plot_geometry_examples(ex)):
         assert fig.axes
         plt.close(fig)

@@ -69,9 +69,12 @@ __all__ = [
     "VARIANTS",
     "VARIANT_LABELS",
     "CLAIMS",
+    "DIAGNOSTICS",
+    "other_room_rows",
     "build_study_data",
     "pretrain_encoders",
     "encoder_table",
+    "geometry_examples",
     "space_aware_cache",
     "sampling_coverage",
     "run_study",
@@ -90,7 +93,7 @@ VARIANTS: dict[str, tuple[str, str | None]] = {
 }
 VARIANT_LABELS = {"2d_only": "2D only", "vggt_pretrained": "2D + pretrained VGGT",
                   "vggt_random": "2D + random-init VGGT", "frequency": "frequency baseline"}
-SAMPLINGS = ("uniform", "space_aware")
+SAMPLINGS = ("uniform", "space_aware", "other_room")
 
 # the mini preset's pretraining budgets (params/mini/07_mini_study.yaml)
 MINI_GEOMETRY = {"num_train_scenes": 96, "num_eval_scenes": 8, "frames_per_scene": 32, "seq_len": 4,
@@ -114,7 +117,8 @@ class MiniStudyConfig(StageConfig):
     variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={
         "help": "2d_only (connector none), vggt_pretrained, vggt_random (the control)"})
     samplings: list[str] = field(default_factory=lambda: list(SAMPLINGS), metadata={
-        "help": "test-time frame sampling: uniform and/or space_aware, at the same budget num_frames"})
+        "help": "test-time frames, all at the budget num_frames: uniform, space_aware, other_room (uniform frames "
+                "of ANOTHER held-out room: the blind control that shows whether the model reads the video)"})
     num_frames: int = field(default=8, metadata={"help": "frames per video shown to the model (paper: 16)"})
     space_aware_source: Literal["vggt", "ground_truth"] = field(default="vggt", metadata={
         "help": "point maps of the space-aware sampler: vggt = the pretrained mini VGGT's point head on the "
@@ -264,7 +268,7 @@ class MiniStudyConfig(StageConfig):
             output_dir=str(self.out() / "eval" / self.eval_name(variant, sampling, seed)),
             source=str(self.data_dir() / "test_vsibench.jsonl"), video_root=str(self.data_dir()),
             prompt_style="sft", num_frames=self.num_frames,
-            frames_cache=str(self.frames_cache_path()) if sampling == "space_aware" else None,
+            frames_cache=str(self.frames_cache_path()) if sampling == "space_aware" else None,  # else uniform
             batch_size=self.eval_batch_size, max_new_tokens=self.eval_max_new_tokens, seed=seed)
 
     def eval_rows(self) -> list[dict]:
@@ -358,6 +362,30 @@ def encoder_table(cfg: MiniStudyConfig):
     return df
 
 
+def geometry_examples(cfg: MiniStudyConfig, num_frames: int = 4) -> dict[str, np.ndarray]:
+    """Depth of the random-init and the pretrained VGGT on ``num_frames`` consecutive frames of the first
+    held-out pretraining room, for a figure: ``rgb [S,H,W,3]`` (0-1), ``gt [S,H,W]`` (metres, 0 = no hit),
+    ``random`` and ``pretrained [S,H,W]`` (median-scaled to the ground truth over the S frames, as the
+    metrics are)."""
+    import torch
+
+    from spatial_mllm.models.vggt import VGGT
+    from spatial_mllm.train.pretrain import render_scans
+
+    g = cfg.geometry_config()
+    scan = render_scans(1, g.num_train_scenes, g.seed, g.width, g.height, g.frames_per_scene)[0]
+    ix = [k * g.frame_stride for k in range(num_frames)]
+    images, gt = scan.images[ix], scan.depth[ix]  # [S,3,H,W], [S,H,W]
+    mask = gt > 0
+    out = {"rgb": images.permute(0, 2, 3, 1).numpy(), "gt": gt.numpy()}
+    for name, sub in (("random", "vggt_random"), ("pretrained", "vggt")):
+        vggt = VGGT.from_pretrained(cfg.out() / "pretrain" / sub).eval()
+        with torch.no_grad():
+            d = vggt(images[None])["depth"][0, ..., 0]  # [S,H,W], normalised units
+        out[name] = (d * gt[mask].median() / d[mask].median()).numpy()
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # 4: space-aware frames
 # --------------------------------------------------------------------------------------------------
@@ -423,6 +451,18 @@ def _scored(cfg: MiniStudyConfig, variant: str, seed: int) -> bool:
                for s in cfg.samplings)
 
 
+def other_room_rows(rows: list[dict]) -> list[dict]:
+    """The blind control: each question keeps its text and answer but points at the video of the next held-out
+    room (rooms in sorted order, the last one takes the first), so a model that reads the video loses
+    accuracy and one that answers from the question alone does not."""
+    rooms = sorted({(r["dataset"], r["scene_name"]) for r in rows})
+    if len(rooms) < 2:
+        raise ValueError("the other_room control needs at least two held-out rooms")
+    nxt = {a: rooms[(i + 1) % len(rooms)] for i, a in enumerate(rooms)}
+    return [{**r, "dataset": nxt[(r["dataset"], r["scene_name"])][0],
+             "scene_name": nxt[(r["dataset"], r["scene_name"])][1]} for r in rows]
+
+
 def _frequency_baseline(cfg: MiniStudyConfig, rows: list[dict]) -> None:
     from spatial_mllm.eval.baselines import FrequencyBaseline
     from spatial_mllm.eval.vsibench import EvalConfig, evaluate_vsibench, load_vsibench
@@ -468,8 +508,9 @@ def run_study(cfg: MiniStudyConfig, log=print) -> list[dict]:
             scores = {}
             for sampling in cfg.samplings:
                 with torch.no_grad():
-                    scores[sampling] = evaluate_model_vsibench(model, processor, cfg.eval_config(variant, sampling, seed),
-                                                               rows=rows, progress=cfg.progress)
+                    scores[sampling] = evaluate_model_vsibench(
+                        model, processor, cfg.eval_config(variant, sampling, seed),
+                        rows=other_room_rows(rows) if sampling == "other_room" else rows, progress=cfg.progress)
             info = {"variant": variant, "seed": seed, "train_loss": result.train_loss,
                     "train_steps": result.global_step, "train_s": result.runtime_s}
             for sampling in cfg.samplings:
@@ -604,6 +645,14 @@ CLAIMS: dict[str, tuple[str, tuple[str, str], tuple[str, str]]] = {
 }
 
 
+#: diagnostics reported beside the claims (same contrast machinery): does the model read the video at all?
+DIAGNOSTICS: dict[str, tuple[str, tuple[str, str], tuple[str, str]]] = {
+    "reads_video": ("The trained model reads the video (its own room's frames vs. another room's: a precondition "
+                    "for both claims)", ("vggt_pretrained", "uniform"), ("vggt_pretrained", "other_room")),
+    "reads_video_2d": ("The 2D-only model reads the video", ("2d_only", "uniform"), ("2d_only", "other_room")),
+}
+
+
 def _verdict(lo: float, hi: float) -> str:
     if lo > 0:
         return "supported"
@@ -620,7 +669,7 @@ def contrast_table(table, reps, *, level: float = 0.95, claims: dict | None = No
 
     point = {(r.variant, r.sampling, r.metric): r.mean for r in table.itertuples()}
     rows = []
-    for name, (_, a, b) in (claims or CLAIMS).items():
+    for name, (_, a, b) in (claims or {**CLAIMS, **DIAGNOSTICS}).items():
         if a not in reps or b not in reps:
             continue
         for m in reps[a]:
@@ -660,8 +709,10 @@ def claims_markdown(contrasts, enc=None, *, level: float = 0.95) -> str:
     if enc is not None:
         lines.append(f"- **Encoder prerequisite** — the pretrained tiny VGGT {_encoder_verdict(enc)} "
                      "(held-out rooms, table above).")
-    for name, (statement, a, b) in CLAIMS.items():
+    for name, (statement, a, b) in {**DIAGNOSTICS, **CLAIMS}.items():
         sub = contrasts[contrasts["claim"] == name]
+        kind = "Diagnostic: " if name in DIAGNOSTICS else ""
+        statement = f"{kind}{statement}"
         if sub.empty:
             lines.append(f"- **{statement}** — not tested (arms {a} / {b} not in this run).")
             continue

@@ -12,15 +12,17 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from spatial_mllm.eval.mini_study import CLAIMS, VARIANT_LABELS
+from spatial_mllm.eval.mini_study import CLAIMS, DIAGNOSTICS, VARIANT_LABELS
 
-__all__ = ["ARM_COLORS", "plot_study_per_task", "plot_contrasts"]
+__all__ = ["ARM_COLORS", "plot_study_per_task", "plot_contrasts", "plot_geometry_examples"]
 
 #: (variant, sampling) → colour; space-aware is the darker shade of its variant's colour
 ARM_COLORS = {
     ("2d_only", "uniform"): "#9ecae1", ("2d_only", "space_aware"): "#3182bd",
     ("vggt_pretrained", "uniform"): "#fdae6b", ("vggt_pretrained", "space_aware"): "#e6550d",
     ("vggt_random", "uniform"): "#bcbddc", ("vggt_random", "space_aware"): "#756bb1",
+    ("2d_only", "other_room"): "#deebf7", ("vggt_pretrained", "other_room"): "#fee6ce",
+    ("vggt_random", "other_room"): "#efedf5",
     ("frequency", "-"): "#bdbdbd",
 }
 
@@ -50,7 +52,7 @@ def plot_study_per_task(table, *, level: float = 0.95, ncols: int = 5, note: str
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=ARM_COLORS.get(a, "#969696")) for a in arms]
-    labels = [f"{VARIANT_LABELS.get(v, v)}" + (f" · {s.replace('_', '-')}" if s != "-" else "") for v, s in arms]
+    labels = [f"{VARIANT_LABELS.get(v, v)}" + (f" · {s.replace('_', ' ')}" if s != "-" else "") for v, s in arms]
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(arms)), fontsize=8, frameon=False)
     fig.suptitle(f"Held-out synthetic VSI-Bench tasks: mean over seeds, {level:.0%} hierarchical bootstrap "
                  f"interval{note}", fontsize=10)
@@ -59,12 +61,16 @@ def plot_study_per_task(table, *, level: float = 0.95, ncols: int = 5, note: str
 
 
 def plot_contrasts(contrasts, *, level: float = 0.95):
-    """Forest plot: one panel per claim, one row per metric, the paired difference A − B (points) with its
+    """Forest plot: one panel per claim (diagnostics first), one row per metric, the paired difference A − B (points) with its
     interval; green = interval above 0, red = below, grey = contains 0."""
-    claims = [c for c in CLAIMS if c in set(contrasts["claim"])]
-    fig, axes = plt.subplots(1, len(claims), figsize=(4.2 * len(claims), 3.6), squeeze=False, sharey=True)
+    claims = [c for c in {**DIAGNOSTICS, **CLAIMS} if c in set(contrasts["claim"])]
+    ncols = min(3, len(claims))
+    nrows = math.ceil(len(claims) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.6 * nrows), squeeze=False, sharey=True)
+    for ax in list(axes.flat)[len(claims):]:
+        ax.axis("off")
     colors = {"supported": "#31a354", "contradicted": "#de2d26", "not resolved": "#636363"}
-    for ax, c in zip(axes[0], claims):
+    for ax, c in zip(axes.flat, claims):
         sub = contrasts[contrasts["claim"] == c].reset_index(drop=True)
         y = np.arange(len(sub))[::-1]
         for yi, r in zip(y, sub.itertuples()):
@@ -79,4 +85,30 @@ def plot_contrasts(contrasts, *, level: float = 0.95):
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"Paired differences with {level:.0%} bootstrap intervals", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def plot_geometry_examples(ex: dict):
+    """Rows: the frames, true depth, random-init VGGT depth, pretrained VGGT depth (both median-scaled);
+    one shared colour scale in metres (:func:`spatial_mllm.eval.mini_study.geometry_examples`)."""
+    S = len(ex["rgb"])
+    rows = [("frames", ex["rgb"]), ("true depth", ex["gt"]), ("random-init VGGT", ex["random"]),
+            ("pretrained VGGT", ex["pretrained"])]
+    valid = ex["gt"][ex["gt"] > 0]
+    vmin, vmax = float(np.percentile(valid, 2)), float(np.percentile(valid, 98))
+    fig, axes = plt.subplots(len(rows), S, figsize=(2.0 * S, 1.6 * len(rows)), squeeze=False)
+    im = None
+    for r, (label, arr) in enumerate(rows):
+        for c in range(S):
+            ax = axes[r, c]
+            if arr.ndim == 4:
+                ax.imshow(arr[c])
+            else:
+                im = ax.imshow(np.where(ex["gt"][c] > 0, arr[c], np.nan), cmap="turbo", vmin=vmin, vmax=vmax)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.colorbar(im, ax=axes[1:, :].ravel().tolist(), shrink=0.8, label="depth (m)")
+    fig.suptitle("Held-out room: depth after per-sequence median scaling", fontsize=10)
     return fig

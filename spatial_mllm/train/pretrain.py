@@ -30,8 +30,9 @@ PoseDiffusion's evaluation), with the fraction of pairs under 15°.
 
 Departures from VGGT's training recipe (Wang et al. 2025, §3.4 and facebookresearch/vggt ``training/``):
 
-1. Data: procedural rooms rendered at 84×56 (tiny) instead of 17 real/synthetic datasets at 518 px; S = 4
-   frames at a fixed stride instead of 2-24 random frames; no colour/scale/aspect augmentation.
+1. Data: procedural rooms rendered at 84×56 (defaults) or 112×84 (the mini study, notebook 07) instead of 17
+   real/synthetic datasets at 518 px; S = 4 frames at a fixed stride instead of 2-24 random frames; no
+   colour/scale/aspect augmentation.
 2. Camera loss is L1 as in the official code (the paper says Huber; ``camera_loss_type="huber"`` exists);
    weights camera 5 : depth 1 : point 1 (official fine-tuning configs disable the point loss; the paper
    trains it).
@@ -39,7 +40,7 @@ Departures from VGGT's training recipe (Wang et al. 2025, §3.4 and facebookrese
    head/loss (see :mod:`spatial_mllm.train.losses`).
 4. Optimiser: AdamW, linear warmup + cosine decay, gradient clipping at ``grad_clip`` — the paper uses
    AdamW 160K iterations, peak lr 2e-4, warmup 8K; ours are 1500 steps (batch 8 sequences) at lr 1e-3 on CPU fp32,
-   warmup 20.
+   warmup 20 (about 12 minutes on 2 CPU cores at 112×84).
 5. The tiny VGGT is random-init (no DINOv2 weights to start from).
 """
 
