@@ -21,7 +21,9 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
 4. **Test-time sampling** — every trained model is scored with uniform frames and with space-aware frames
    (greedy maximum voxel coverage, paper §3.3) at the same budget ``num_frames``. The space-aware frames
    come from the pretrained mini VGGT's point head (``space_aware_source: vggt``, the paper's pipeline in
-   miniature) or from the rendered depth (``ground_truth``).
+   miniature) or from the rendered depth (``ground_truth``). A third condition, ``other_room``, shows each
+   question the uniform frames of *another* held-out room (:func:`other_room_rows`): the blind control for
+   whether the fine-tuned model reads its video at all (:data:`DIAGNOSTICS`), a precondition for both claims.
 5. **Statistics** — per-question scores (VSI-Bench: accuracy / mean relative accuracy) of every run feed a
    **hierarchical percentile bootstrap** (:func:`bootstrap_scores`): each replicate resamples the seeds and,
    within each question type, the questions (so per-type counts stay fixed); task scores follow
@@ -34,6 +36,8 @@ Layout under ``output_dir`` (default ``outputs/mini``): ``data/``, ``pretrain/{v
 qwen_s<seed>}/``, ``study/frames_cache/``, ``study/<variant>_s<seed>/`` (SFT run, deleted after scoring
 unless ``keep_checkpoints``), ``eval/07_<variant>_<sampling>_s<seed>/`` (predictions, scores),
 ``eval/07_frequency/``, ``tables/07_*.csv|md``, ``figures/07_*``. Finished pieces are skipped on a rerun.
+Everything is seeded (rooms, encoders, SFT, bootstrap): a rerun with the same params on the same machine and
+thread count reproduces every prediction (float reductions may differ across thread counts or CPUs).
 
 Departures from the paper (also in the README):
 
