@@ -123,6 +123,12 @@ def test_contrasts_verdicts_and_determinism():
     text = ms.claims_markdown(con)
     assert text.count("**supported**") == 1 and text.count("**contradicted**") == 1
     assert "**not resolved**" in text
+    assert "blind control finds no evidence" not in text  # no other_room arm: nothing to say
+    # with a blind control that scores the same as the own-room frames, the reading says so
+    arms[("vggt_pretrained", "other_room")] = 1.0
+    table, reps = ms.bootstrap_scores(_qs(arms), n_boot=300, seed=4)
+    text = ms.claims_markdown(ms.contrast_table(table, reps))
+    assert "blind control finds no evidence" in text
 
 
 def test_bootstrap_interval_covers_noise_and_shrinks_with_more_questions():

@@ -729,6 +729,12 @@ def claims_markdown(contrasts, enc=None, *, level: float = 0.95) -> str:
             f"{o.difference:+.1f} points macro ({level:.0%} interval [{o.ci_low:+.1f}, {o.ci_high:+.1f}], "
             f"{o.p_above_0:.0%} of replicates above 0). Tasks with the interval above 0: {pos or 'none'}; "
             f"below 0: {neg or 'none'}.")
+    diag = contrasts[contrasts["claim"].isin(list(DIAGNOSTICS)) & (contrasts["metric"] == "overall_macro")]
+    if not diag.empty and not (diag["verdict"] == "supported").any():
+        lines.append("- **Reading** — the blind control finds no evidence that any fine-tuned model reads its video "
+                     "(another room's frames score the same), so a difference between variants or samplings here "
+                     "comes from training dynamics (e.g. how numeric answers are calibrated), not from what the "
+                     "encoders see: at this budget the claims cannot be resolved either way.")
     return "\n".join(lines)
 
 
