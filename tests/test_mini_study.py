@@ -216,8 +216,8 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path):
     rows = cfg.eval_rows()
     assert {r["scene_name"] for r in rows} <= test_scenes
     for sub in ("vggt", "vggt_random", "qwen", "qwen_s0", "qwen_s1"):
-        assert (cfg.out() / "pretrain" / sub / "config.json").is_file(), sub
-    assert not (cfg.out() / "study" / "2d_only_s0").exists()  # checkpoints removed after scoring
+        assert (cfg.study_dir() / "pretrain" / sub / "config.json").is_file(), sub
+    assert not (cfg.study_dir() / "runs" / "2d_only_s0").exists()  # checkpoints removed after scoring
     cache = json.loads(cfg.frames_cache_path().read_text())
     assert set(cache) == {f"{r['dataset']}/{r['scene_name']}" for r in rows}
     assert all(len(v) == cfg.num_frames and v == sorted(set(v)) for v in cache.values())
@@ -233,8 +233,13 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path):
     assert "geometry_prior" not in set(con["claim"])  # its control arm was not run
     assert "not tested" in ms.claims_markdown(con)
     assert not math.isnan(enc.set_index("metric").loc["depth AbsRel ↓ (median-scaled)", "pretrained"])
-    # a rerun skips every finished run
+    # a rerun skips every finished run; finished encoders or data made with other settings are an error
     assert {s["status"] for s in ms.run_study(cfg, log=lambda *a: None)} == {"skipped"}
+    changed = cfg.replace(geometry={**cfg.geometry, "steps": 4})
+    with pytest.raises(ValueError, match="other geometry settings \\(steps"):
+        ms.pretrain_encoders(changed, log=lambda *a: None)
+    with pytest.raises(ValueError, match="other data settings \\(num_scenes"):
+        ms.build_study_data(cfg.replace(num_scenes=7))
 
     from spatial_mllm.eval.mini_study_plots import plot_contrasts, plot_geometry_examples, plot_study_per_task
 

@@ -32,10 +32,12 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    arms (:func:`contrast_table`) are paired. A claim is *supported* when the interval of its difference
    lies above 0, *contradicted* when below, otherwise *not resolved* (:func:`claims_markdown`).
 
-Layout under ``output_dir`` (default ``outputs/mini``): ``data/``, ``pretrain/{vggt,vggt_random,qwen,
-qwen_s<seed>}/``, ``study/frames_cache/``, ``study/<variant>_s<seed>/`` (SFT run, deleted after scoring
-unless ``keep_checkpoints``), ``eval/07_<variant>_<sampling>_s<seed>/`` (predictions, scores),
-``eval/07_frequency/``, ``tables/07_*.csv|md``, ``figures/07_*``. Finished pieces are skipped on a rerun.
+Layout under ``output_dir`` (default ``outputs/mini``): ``mini_study/data/``, ``mini_study/pretrain/{vggt,
+vggt_random,qwen,qwen_s<seed>}/``, ``mini_study/frames_cache/``, ``mini_study/runs/<variant>_s<seed>/`` (SFT
+run, deleted after scoring unless ``keep_checkpoints``), ``eval/07_<variant>_<sampling>_s<seed>/``
+(predictions, scores), ``eval/07_frequency/``, ``tables/07_*.csv|md``, ``figures/07_*``. Finished pieces are
+skipped on a rerun; data and encoders made with other settings are an error that names the keys (never
+silently reused).
 Everything is seeded (rooms, encoders, SFT, bootstrap): a rerun with the same params on the same machine and
 thread count reproduces every prediction (float reductions may differ across thread counts or CPUs).
 
@@ -114,7 +116,7 @@ class MiniStudyConfig(StageConfig):
 
     # ---- run ------------------------------------------------------------------------------------------
     output_dir: str = field(default="outputs/mini", metadata={
-        "help": "run folder: data/, pretrain/, study/, eval/07_*/, tables/07_*, figures/07_*"})
+        "help": "run folder: mini_study/ (data, encoders, runs), eval/07_*/, tables/07_*, figures/07_*"})
     seed: int = field(default=0, metadata={"help": "seed of the QA rooms, their questions and splits"})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
         "help": "one SFT run per seed and variant (LLM + connector init, row order); the bootstrap resamples them"})
@@ -205,13 +207,18 @@ class MiniStudyConfig(StageConfig):
         return resolve_path(self.output_dir)
 
     def data_dir(self) -> Path:
-        return self.out() / "data"
+        return self.study_dir() / "data"
+
+    def study_dir(self) -> Path:
+        """``<output_dir>/mini_study``: the study's own data, encoders, runs and frames cache, apart from the
+        other notebooks' files (notebook 01 also writes ``<output_dir>/data``)."""
+        return self.out() / "mini_study"
 
     def data_config(self):
         from spatial_mllm.data.build import DataConfig
 
         return DataConfig.from_dict({
-            **self.data_overrides, "output_dir": self.output_dir, "seed": self.seed, "num_scenes": self.num_scenes,
+            **self.data_overrides, "output_dir": str(self.study_dir()), "seed": self.seed, "num_scenes": self.num_scenes,
             "width": self.width, "height": self.height, "num_frames": self.num_frames_rendered,
             "max_questions_per_type": self.max_questions_per_type, "train_fraction": self.train_fraction,
             "val_fraction": self.val_fraction}, source="MiniStudyConfig.data_config")
@@ -220,23 +227,23 @@ class MiniStudyConfig(StageConfig):
         from spatial_mllm.train.pretrain import GeometryPretrainConfig
 
         return GeometryPretrainConfig.from_dict({
-            **self.geometry, "out_dir": str(self.out() / "pretrain" / "vggt"), "seed": self.pretrain_seed,
+            **self.geometry, "out_dir": str(self.study_dir() / "pretrain" / "vggt"), "seed": self.pretrain_seed,
             "width": self.width, "height": self.height}, source="MiniStudyConfig.geometry")
 
     def semantic_config(self):
         from spatial_mllm.train.pretrain import SemanticPretrainConfig
 
         return SemanticPretrainConfig.from_dict({
-            **self.semantic, "out_dir": str(self.out() / "pretrain" / "qwen"), "seed": self.pretrain_seed,
+            **self.semantic, "out_dir": str(self.study_dir() / "pretrain" / "qwen"), "seed": self.pretrain_seed,
             "width": self.width, "height": self.height}, source="MiniStudyConfig.semantic")
 
     def vggt_path(self, kind: str | None) -> str | None:
-        return None if kind is None else str(self.out() / "pretrain" / ("vggt" if kind == "pretrained" else
+        return None if kind is None else str(self.study_dir() / "pretrain" / ("vggt" if kind == "pretrained" else
                                                                           "vggt_random"))
 
     def qwen_path(self, seed: int) -> Path:
         """The semantic-pretrained ViT + an LLM initialised with ``seed`` (see :func:`pretrain_encoders`)."""
-        return self.out() / "pretrain" / f"qwen_s{seed}"
+        return self.study_dir() / "pretrain" / f"qwen_s{seed}"
 
     def run_name(self, variant: str, seed: int) -> str:
         return f"{variant}_s{seed}"
@@ -245,7 +252,7 @@ class MiniStudyConfig(StageConfig):
         return f"07_{variant}_{sampling}_s{seed}"
 
     def frames_cache_path(self) -> Path:
-        return self.out() / "study" / "frames_cache" / f"space_aware_{self.space_aware_source}_k{self.num_frames}.json"
+        return self.study_dir() / "frames_cache" / f"space_aware_{self.space_aware_source}_k{self.num_frames}.json"
 
     def sft_config(self, variant: str, seed: int):
         from spatial_mllm.train.sft import SFTConfig
@@ -255,7 +262,7 @@ class MiniStudyConfig(StageConfig):
         return SFTConfig.from_dict({
             "save_steps": 10**9, "logging_steps": max(1, self.max_steps // 10), "report_to": "none",
             "build_data_if_missing": False, "eval_limit": None, **self.sft_overrides,
-            "output_dir": str(self.out() / "study" / self.run_name(variant, seed)), "seed": seed,
+            "output_dir": str(self.study_dir() / "runs" / self.run_name(variant, seed)), "seed": seed,
             "connector": connector, "num_frames": self.num_frames, "frames_cache": None,
             "data_dir": str(self.data_dir()), "train_file": "train_sft.jsonl", "video_root": str(self.data_dir()),
             "model_name_or_path": str(self.qwen_path(seed)), "vggt_name_or_path": self.vggt_path(kind),
@@ -299,7 +306,24 @@ def build_study_data(cfg: MiniStudyConfig, progress: bool = False) -> Path:
     d = cfg.data_dir()
     if not (d / "summary.json").is_file() or not (d / "test_vsibench.jsonl").is_file():
         build_datasets(cfg.data_config(), progress=progress)
+    record = d / "study_data.json"
+    if not record.is_file():
+        record.write_text(json.dumps(cfg.data_config().to_dict(), indent=1, sort_keys=True) + "\n")
+    _same_params(record, cfg.data_config().to_dict(), "data", key=None)
     return d
+
+
+def _same_params(path: Path, expected: dict, what: str, key: str | None = "params") -> None:
+    """Resuming must not mix settings: the finished part at ``path`` (a run.json with ``params``, or a plain
+    record) must have been made with ``expected`` (paths aside); else an error names the keys that differ."""
+    got = json.loads(path.read_text())
+    got = got[key] if key else got
+    skip = {"out_dir", "output_dir"}
+    diff = sorted(k for k in set(got) | set(expected) if k not in skip and got.get(k) != expected.get(k))
+    if diff:
+        raise ValueError(f"{path} was made with other {what} settings ({', '.join(diff)}: "
+                         f"{ {k: got.get(k) for k in diff} } vs now { {k: expected.get(k) for k in diff} }); "
+                         f"use another output_dir or delete {path.parent} to redo it")
 
 
 def _qwen_for_seed(src: Path, dst: Path, seed: int, text_overrides: dict) -> None:
@@ -323,16 +347,18 @@ def pretrain_encoders(cfg: MiniStudyConfig, log=print) -> dict[str, Path]:
     Returns ``{"vggt", "vggt_random", "qwen"}`` folders."""
     from spatial_mllm.train.pretrain import build_tiny_vggt, pretrain_vggt, pretrain_vit
 
-    pre = cfg.out() / "pretrain"
+    pre = cfg.study_dir() / "pretrain"
     g, s = cfg.geometry_config(), cfg.semantic_config()
     if not (pre / "vggt" / "run.json").is_file():
         log("pretraining the tiny VGGT (geometry) ...")
         pretrain_vggt(g, log=log if cfg.progress else None)
+    _same_params(pre / "vggt" / "run.json", g.to_dict(), "geometry")
     if not (pre / "vggt_random" / "config.json").is_file():
         build_tiny_vggt(g.vggt_overrides, g.seed).save_pretrained(pre / "vggt_random")  # pretrain_vggt's init
     if not (pre / "qwen" / "run.json").is_file():
         log("pretraining the tiny ViT (semantics) ...")
         pretrain_vit(s, log=log if cfg.progress else None)
+    _same_params(pre / "qwen" / "run.json", s.to_dict(), "semantic")
     for seed in cfg.seeds:
         if not (cfg.qwen_path(seed) / "config.json").is_file():
             _qwen_for_seed(pre / "qwen", cfg.qwen_path(seed), seed, s.text_overrides)
@@ -345,7 +371,7 @@ def encoder_table(cfg: MiniStudyConfig):
     the ViT's per-patch semantic accuracy (with the majority-class reference)."""
     import pandas as pd
 
-    pre = cfg.out() / "pretrain"
+    pre = cfg.study_dir() / "pretrain"
     geo = json.loads((pre / "vggt" / "run.json").read_text())["metrics"]
     sem = json.loads((pre / "qwen" / "run.json").read_text())["metrics"].get("held_out") or {}
     r, p = geo["random_init"], geo["pretrained"]
@@ -383,7 +409,7 @@ def geometry_examples(cfg: MiniStudyConfig, num_frames: int = 4) -> dict[str, np
     mask = gt > 0
     out = {"rgb": images.permute(0, 2, 3, 1).numpy(), "gt": gt.numpy()}
     for name, sub in (("random", "vggt_random"), ("pretrained", "vggt")):
-        vggt = VGGT.from_pretrained(cfg.out() / "pretrain" / sub).eval()
+        vggt = VGGT.from_pretrained(cfg.study_dir() / "pretrain" / sub).eval()
         with torch.no_grad():
             d = vggt(images[None])["depth"][0, ..., 0]  # [S,H,W], normalised units
         out[name] = (d * gt[mask].median() / d[mask].median()).numpy()
@@ -521,7 +547,7 @@ def run_study(cfg: MiniStudyConfig, log=print) -> list[dict]:
                 (cfg.out() / "eval" / cfg.eval_name(variant, sampling, seed) / "study.json").write_text(
                     json.dumps({**info, "sampling": sampling}, indent=1) + "\n")
             if not cfg.keep_checkpoints:
-                shutil.rmtree(cfg.out() / "study" / name, ignore_errors=True)
+                shutil.rmtree(cfg.study_dir() / "runs" / name, ignore_errors=True)
             dt = time.perf_counter() - t1
             statuses.append({"run": name, "status": "ran", "seconds": round(dt, 1)})
             log(f"{name}: " + ", ".join(f"{s} {v['overall_macro']:.1f}" for s, v in scores.items())
