@@ -11,9 +11,29 @@ Forward for a video (``pixel_values_videos`` + ``spatial_pixel_values_videos``):
    ``<|video_pad|>`` embeddings (through transformers' ``mm_encoder_outputs`` input).
 Images work the same way with the image repeated to 2 frames (``spatial_pixel_values_images``).
 
-Spatial features are computed once, at prefill: ``generate`` drops the spatial inputs after the first step
-(the KV cache holds the fused embeddings). Videos of different sizes in one batch are fine (VGGT runs once
-per group of equal-shaped videos).
+Fusion happens in ONE place, :meth:`SpatialMLLMForConditionalGeneration.encode_visual_inputs`: it returns
+``{"video": ..., "image": ...}`` :class:`SpatialFusedOutput` objects whose ``pooler_output`` already holds
+``ViT + connector(VGGT)`` per video/image. Every path goes through it:
+
+- ``forward`` with raw pixels (``pixel_values_videos`` + ``spatial_pixel_values_videos``) calls it and hands
+  the result to Qwen's forward as ``mm_encoder_outputs``;
+- ``generate`` calls it BEFORE handing over to transformers' ``GenerationMixin.generate`` and passes only the
+  fused outputs (the pixels and spatial frames are consumed). transformers 5.24's generate pre-encodes raw
+  pixels itself through ``base_model.get_video_features`` (ViT only) — with our pre-encoding it never sees
+  raw pixels, so it has nothing to pre-encode; it only expands the fused outputs for
+  ``num_return_sequences``/beams and slices them for chunked prefill (both keep the output's type).
+- ``forward`` given ``mm_encoder_outputs`` by anyone (a caller, a cache, a future transformers) accepts only
+  :class:`SpatialFusedOutput` for a model with a spatial branch; anything else (e.g. Qwen's plain
+  ``get_video_features`` output) is a ``ValueError`` naming ``mm_encoder_outputs`` — never a silent run
+  without VGGT. Pixels without their spatial frames, spatial frames without their pixels, or pixels and
+  pre-encoded outputs for the same modality are errors too.
+
+Why this design: the type of the features is the proof that they were fused, so it stays correct whatever
+transformers' generate does with them next — if a future version re-encodes pixels on its own path, it
+cannot (it never gets them); if it rebuilds the outputs as another type, forward raises.
+The fused features live in the KV cache after prefill. Videos of different sizes in one batch are fine
+(VGGT runs once per group of equal-shaped videos). The 2D-only ablation (connector ``none``) has no spatial
+branch: its fused outputs are the ViT's alone and spatial frames given to it are not used (by design).
 
 Position ids follow the ORIGINAL Qwen2.5-VL rule (:mod:`spatial_mllm.models.rope`), by overriding
 ``get_rope_index`` of the inner model (no monkeypatching). ``mm_token_type_ids`` is derived from
@@ -37,9 +57,12 @@ import logging
 import os
 from collections import defaultdict
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from transformers import Qwen2_5_VLForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel, Qwen2_5_VLPreTrainedModel
 
 from spatial_mllm.models.checkpoint_keys import (
@@ -54,11 +77,26 @@ from spatial_mllm.models.rope import get_rope_index
 from spatial_mllm.models.vggt import VGGT, VGGTConfig
 
 __all__ = ["SpatialEncoder", "SpatialMLLMModel", "SpatialMLLMForConditionalGeneration", "SPATIAL_INPUT_NAMES",
-           "mm_token_type_ids_from_input_ids"]
+           "SpatialFusedOutput", "mm_token_type_ids_from_input_ids"]
 
 logger = logging.getLogger(__name__)
 
 SPATIAL_INPUT_NAMES = ("spatial_pixel_values_videos", "spatial_pixel_values_images")
+
+# (modality, Qwen pixel argument, grid argument, spatial frames argument, what the spatial frames are)
+_BRANCHES = (
+    ("video", "pixel_values_videos", "video_grid_thw", "spatial_pixel_values_videos", "frames"),
+    ("image", "pixel_values", "image_grid_thw", "spatial_pixel_values_images", "images"),
+)
+
+
+@dataclass
+class SpatialFusedOutput(BaseModelOutputWithPooling):
+    """Visual features that already hold the spatial addition: ``pooler_output`` is a tuple with one
+    ``[t'·h'·w', hidden]`` tensor per video (or image), ``ViT(pixels) + connector(VGGT(frames))`` (ViT only
+    for connector ``none``). Its TYPE is the marker that :meth:`SpatialMLLMForConditionalGeneration.forward`
+    checks on ``mm_encoder_outputs``; make it only through
+    :meth:`SpatialMLLMForConditionalGeneration.encode_visual_inputs`."""
 
 
 def mm_token_type_ids_from_input_ids(input_ids: torch.Tensor, config) -> torch.Tensor:
@@ -215,41 +253,94 @@ class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         if mm_token_type_ids is None and input_ids is not None and (
                 image_grid_thw is not None or video_grid_thw is not None):
             mm_token_type_ids = mm_token_type_ids_from_input_ids(input_ids, self.config)
-        if self.connector is not None and mm_encoder_outputs is None:
-            mm_encoder_outputs = {}
-            # (modality, Qwen pixels, grid, [0, 1] frames for VGGT, Qwen's feature function, arg names for errors)
-            branches = (
-                ("video", pixel_values_videos, video_grid_thw, spatial_pixel_values_videos,
-                 self.model.get_video_features, "pixel_values_videos", "spatial_pixel_values_videos", "frames"),
-                ("image", pixel_values, image_grid_thw, spatial_pixel_values_images,
-                 self.model.get_image_features, "pixel_values", "spatial_pixel_values_images", "images"),
-            )
-            for modality, pixels, grid, spatial_pixels, features, name, spatial_name, what in branches:
-                if pixels is None:
-                    continue
-                if spatial_pixels is None:
-                    raise ValueError(f"{name} given without {spatial_name}: the spatial encoder needs the "
-                                     f"[0, 1] {what} (SpatialMLLMProcessor returns them)")
-                out = features(pixels, grid, return_dict=True)
-                spatial = self.get_spatial_embeds(spatial_pixels, grid, modality)
-                out.pooler_output = tuple(e + s.to(e.dtype) for e, s in zip(out.pooler_output, spatial))
-                mm_encoder_outputs[modality] = out
-            if mm_encoder_outputs:  # Qwen must not encode these pixels a second time
-                pixel_values_videos = None if "video" in mm_encoder_outputs else pixel_values_videos
-                pixel_values = None if "image" in mm_encoder_outputs else pixel_values
-            mm_encoder_outputs = mm_encoder_outputs or None
+        raw = {"pixel_values_videos": pixel_values_videos, "video_grid_thw": video_grid_thw,
+               "spatial_pixel_values_videos": spatial_pixel_values_videos, "pixel_values": pixel_values,
+               "image_grid_thw": image_grid_thw, "spatial_pixel_values_images": spatial_pixel_values_images}
+        mm_encoder_outputs = self._fused_encoder_outputs(raw, mm_encoder_outputs)
+        if mm_encoder_outputs:  # Qwen must not encode these pixels a second time
+            pixel_values_videos = None if "video" in mm_encoder_outputs else pixel_values_videos
+            pixel_values = None if "image" in mm_encoder_outputs else pixel_values
         return super().forward(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
             pixel_values=pixel_values, pixel_values_videos=pixel_values_videos, image_grid_thw=image_grid_thw,
             video_grid_thw=video_grid_thw, mm_token_type_ids=mm_token_type_ids,
             second_per_grid_ts=second_per_grid_ts, mm_encoder_outputs=mm_encoder_outputs, **kwargs)
 
-    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
-        inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
-        if not is_first_iteration and kwargs.get("use_cache", True):
-            for name in SPATIAL_INPUT_NAMES:  # spatial features live in the KV cache after prefill
-                inputs.pop(name, None)
-        return inputs
+    # ------------------------------------------------------------------------------------------ fusion
+    def encode_visual_inputs(
+        self,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.LongTensor | None = None,
+        spatial_pixel_values_videos: list[torch.Tensor] | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        spatial_pixel_values_images: list[torch.Tensor] | None = None,
+    ) -> dict[str, SpatialFusedOutput]:
+        """The visual features the LLM reads, per modality present: ``{"video"|"image": SpatialFusedOutput}``.
+
+        Video: ``pooler_output[i] = ViT(pixel_values_videos)[i] + connector(VGGT(spatial_pixel_values_videos[i]))``
+        ``[t'·h'·w', hidden]`` for each video ``i`` (``video_grid_thw [N, 3]``); images likewise. The result
+        can be passed as ``mm_encoder_outputs`` to ``forward``/``generate`` instead of the raw inputs (same
+        logits). Raises ``ValueError`` naming the argument when pixels come without their spatial frames (or
+        the reverse) on a model with a spatial branch.
+        """
+        raw = {"pixel_values_videos": pixel_values_videos, "video_grid_thw": video_grid_thw,
+               "spatial_pixel_values_videos": spatial_pixel_values_videos, "pixel_values": pixel_values,
+               "image_grid_thw": image_grid_thw, "spatial_pixel_values_images": spatial_pixel_values_images}
+        out: dict[str, SpatialFusedOutput] = {}
+        for modality, name, grid_name, spatial_name, what in _BRANCHES:
+            pixels, grid, spatial_pixels = raw[name], raw[grid_name], raw[spatial_name]
+            if pixels is None:
+                if spatial_pixels is not None and self.connector is not None:
+                    raise ValueError(f"{spatial_name} given without {name}: pass both (the ViT and VGGT see the "
+                                     f"same {what}), or pre-encoded mm_encoder_outputs alone")
+                continue
+            if grid is None:
+                raise ValueError(f"{name} given without {grid_name}")
+            features = self.model.get_video_features if modality == "video" else self.model.get_image_features
+            vit = features(pixels, grid, return_dict=True).pooler_output
+            if self.connector is not None:
+                if spatial_pixels is None:
+                    raise ValueError(f"{name} given without {spatial_name}: the spatial encoder needs the "
+                                     f"[0, 1] {what} (SpatialMLLMProcessor returns them)")
+                spatial = self.get_spatial_embeds(spatial_pixels, grid, modality)
+                vit = tuple(e + s.to(e.dtype) for e, s in zip(vit, spatial))
+            out[modality] = SpatialFusedOutput(pooler_output=tuple(vit))
+        return out
+
+    def _fused_encoder_outputs(self, raw: dict, given: dict | None) -> dict | None:
+        """``mm_encoder_outputs`` for Qwen's forward: the caller's (checked) + the fusion of the raw inputs."""
+        given = {k: v for k, v in (given or {}).items() if v is not None}
+        for modality, name, _, spatial_name, _ in _BRANCHES:
+            out = given.get(modality)
+            if out is None:
+                continue
+            if self.connector is not None and not isinstance(out, SpatialFusedOutput):
+                raise ValueError(
+                    f"mm_encoder_outputs[{modality!r}] is a {type(out).__name__}, not a SpatialFusedOutput: it does "
+                    f"not carry the spatial encoder's addition (e.g. Qwen's get_{modality}_features output). Pass "
+                    f"the raw {name} with {spatial_name}, or the output of model.encode_visual_inputs(...)")
+            if raw[name] is not None or (raw[spatial_name] is not None and self.connector is not None):
+                raise ValueError(f"both mm_encoder_outputs[{modality!r}] and raw {name}/{spatial_name} given: "
+                                 f"pass one or the other")
+        fused = self.encode_visual_inputs(**raw)
+        return {**given, **fused} or None
+
+    def generate(self, *args, **kwargs):
+        """``GenerationMixin.generate`` with the visual inputs fused first (see the module docstring).
+
+        Accepts everything transformers' ``generate`` accepts plus ``spatial_pixel_values_videos`` /
+        ``spatial_pixel_values_images``; raw pixels and spatial frames are replaced by
+        ``mm_encoder_outputs`` (:class:`SpatialFusedOutput`) before transformers sees them.
+        """
+        raw = {arg: kwargs.pop(arg, None) for _, pixels, _, spatial, _ in _BRANCHES for arg in (pixels, spatial)}
+        raw["video_grid_thw"] = kwargs.get("video_grid_thw")
+        raw["image_grid_thw"] = kwargs.get("image_grid_thw")
+        with torch.no_grad():  # as transformers' generate itself
+            mm = self._fused_encoder_outputs(raw, kwargs.pop("mm_encoder_outputs", None))
+        if mm:
+            kwargs["mm_encoder_outputs"] = mm
+        return super().generate(*args, **kwargs)
 
     def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
         ids = model_kwargs.get("input_ids", inputs_tensor)
