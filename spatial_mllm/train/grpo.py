@@ -87,6 +87,7 @@ __all__ = [
     "toy_rows",
     "GRPOTrainer",
     "generate_completions",
+    "SampledLogProbs",
     "train_grpo",
     "evaluate_policy",
     "launch",
@@ -448,6 +449,7 @@ class Rollout:
     advantages: torch.Tensor | None = None  # [N]
     old_logps: torch.Tensor | None = None  # [N, C]
     ref_logps: torch.Tensor | None = None  # [N, C]
+    sample_logps: torch.Tensor | None = None  # [N, C] log-probs recorded while sampling (see generate_completions)
 
     def model_inputs(self, idx: list[int], device) -> dict:
         ids = torch.cat([self.prompt_ids[idx], self.completion_ids[idx]], dim=1).to(device)
@@ -474,11 +476,54 @@ def suppressed_ids(tokenizer) -> list[int]:
     return sorted({tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS})
 
 
+class SampledLogProbs:
+    """A logits processor that records ``log p(token)`` of every sampled token under the policy's sampling
+    distribution as the loss defines it (:func:`per_token_logps`): ``log_softmax((logits / temperature)``
+    with the ``suppress`` ids at -inf``). transformers puts custom processors after its own processors
+    (suppression) and BEFORE its warpers (temperature, top-k, top-p), so this one divides by the temperature
+    itself; with ``top_p < 1`` the tokens are drawn from the truncated distribution but their log-probs here
+    (as in the loss, and in TRL) are those of the untruncated one. Memory: one ``[N, V]`` row of scores at a
+    time, ``[N]`` per step kept.
+
+    Step ``t``'s token is only known at step ``t + 1`` (it is then the last of ``input_ids``), so the last
+    step is read by :meth:`result` from the final sequences.
+    """
+
+    def __init__(self, temperature: float = 1.0, suppress: list[int] | None = None):
+        self.temperature = temperature
+        self.suppress = list(suppress or [])
+        self.steps: list[torch.Tensor] = []  # [N] per finished step
+        self._pending: torch.Tensor | None = None  # [N, V] log-probs of the step whose token is not known yet
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self._pending is not None:
+            self.steps.append(self._pending.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        logits = scores.float() / self.temperature
+        if self.suppress:
+            logits = logits.index_fill(-1, torch.tensor(self.suppress, device=logits.device), float("-inf"))
+        self._pending = logits.log_softmax(-1)
+        return scores
+
+    def result(self, sequences: torch.LongTensor) -> torch.Tensor:
+        """``[N, C]`` log-probs of the ``C`` generated tokens (``sequences`` = prompt + completion)."""
+        steps = list(self.steps)
+        if self._pending is not None:
+            steps.append(self._pending.gather(-1, sequences[:, -1:]).squeeze(-1))
+        return torch.stack(steps, dim=1)
+
+
 @torch.no_grad()
 def generate_completions(model, processor, rows: list[dict], num_generations: int, *, temperature: float = 1.0,
                          top_p: float = 1.0, max_new_tokens: int = 32, device=None) -> Rollout:
     """Sample ``num_generations`` completions per row (groups contiguous) → a :class:`Rollout` without
-    rewards. Used by GRPO (the policy) and the cold start (the teacher)."""
+    rewards. Used by GRPO (the policy) and the cold start (the teacher).
+
+    Generation goes through the model's ``generate`` (ViT + connector(VGGT) fused before prefill, see
+    :mod:`spatial_mllm.models.modeling`); ``Rollout.sample_logps`` holds the log-prob of each sampled token
+    as it was sampled (:class:`SampledLogProbs`) — equal to the loss forward's log-probs up to float error
+    when ``top_p = 1`` (tested; logged as ``sampling_logp_max_diff``).
+    """
+    from transformers import LogitsProcessorList
     device = device or next(model.parameters()).device
     tok = processor.tokenizer
     eos_ids, pad_id = _eos_ids(tok), tok.pad_token_id
@@ -490,18 +535,20 @@ def generate_completions(model, processor, rows: list[dict], num_generations: in
     rows_n = [r for r in rows for _ in range(G)]
     was_training = model.training
     model.eval()
+    recorder = SampledLogProbs(temperature, suppressed_ids(tok))
     out = model.generate(input_ids=prompt_ids.to(device), attention_mask=prompt_mask.to(device),
                          **collate_visual(visual_n, device), do_sample=True, temperature=temperature, top_p=top_p,
                          top_k=0, max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id,
-                         suppress_tokens=suppressed_ids(tok), use_cache=True)
+                         suppress_tokens=suppressed_ids(tok), use_cache=True,
+                         logits_processor=LogitsProcessorList([recorder]))
     model.train(was_training)
     completion_ids = out[:, prompt_ids.shape[1]:].cpu()
-    if completion_ids.shape[1] == 0:  # every sequence ended at once: keep one (EOS) column
-        completion_ids = torch.full((len(rows_n), 1), eos_ids[0])
     completion_mask = _completion_mask(completion_ids, eos_ids)
     completion_ids = torch.where(completion_mask.bool(), completion_ids, torch.full_like(completion_ids, pad_id))
+    sample_logps = recorder.result(out).cpu() * completion_mask  # 0 after each completion's end
     texts = processor.batch_decode(completion_ids, skip_special_tokens=True)
-    return Rollout(rows_n, prompt_ids, prompt_mask, completion_ids, completion_mask, visual_n, texts)
+    return Rollout(rows_n, prompt_ids, prompt_mask, completion_ids, completion_mask, visual_n, texts,
+                   sample_logps=sample_logps)
 
 
 # ==================================================================================================
@@ -623,8 +670,12 @@ class GRPOTrainer:
             ro.ref_logps = torch.cat([self._forward_logps(self.ref_model, ro, mb)[0].cpu()
                                       for mb in self._micro_batches(n)])
 
-    def optimize(self, ro: Rollout) -> dict[str, float]:
-        """Phase 5: one optimizer step over the round's micro-batches (accelerate accumulates)."""
+    def optimize(self, ro: Rollout, check_sampling: bool = False) -> dict[str, float]:
+        """Phase 5: one optimizer step over the round's micro-batches (accelerate accumulates).
+
+        ``check_sampling`` (the round's first step, when the policy is still the one that sampled): also
+        return ``sampling_logp_max_diff``, the largest |loss log-prob − sampling-time log-prob| over the
+        completion tokens — float noise when generation and the loss run the same model (with VGGT)."""
         cfg, acc, device = self.cfg, self.accelerator, self.accelerator.device
         mbs = self._micro_batches(len(ro.texts))
         k = len(mbs)
@@ -640,6 +691,9 @@ class GRPOTrainer:
             with acc.accumulate(self.model):
                 logp, entropy = self._forward_logps(self.model, ro, mb)
                 mask = ro.completion_mask[mb].to(device)
+                if check_sampling and ro.sample_logps is not None:  # generation and loss: the same policy
+                    gap = ((logp.detach() - ro.sample_logps[mb].to(device)).abs() * mask).max()
+                    sums["sampling_logp_max_diff"] = max(sums["sampling_logp_max_diff"], float(gap))
                 old = ro.old_logps[mb].to(device) if ro.old_logps is not None else logp.detach()
                 ref = ro.ref_logps[mb].to(device) if ro.ref_logps is not None else None
                 loss, st = grpo_loss(logp, old, ref, ro.advantages[mb].to(device), mask, beta=cfg.beta,
@@ -744,10 +798,10 @@ class GRPOTrainer:
             self.score(ro)
             self.reference_logps(ro)  # order matters: before any update of this round
             metrics = self._round_metrics(ro)
-            for _ in range(cfg.num_iterations):
+            for inner in range(cfg.num_iterations):
                 if self.step >= cfg.max_steps:
                     break
-                sums = self.optimize(ro)
+                sums = self.optimize(ro, check_sampling=inner == 0)
                 self.step += 1
                 # ---- plumbing: logs and checkpoints
                 tot = acc.gather(torch.tensor([sums["tokens"], sums["kl"], sums["clipped"], sums["ratio"],
@@ -756,6 +810,9 @@ class GRPOTrainer:
                        "kl": float(tot[1] / tot[0]), "clip_ratio": float(tot[2] / tot[0]),
                        "ratio_mean": float(tot[3] / tot[0]), "entropy": float(tot[4] / tot[0]),
                        "grad_norm": sums.get("grad_norm"), "lr": self.scheduler.get_last_lr()[0],
+                       "sampling_logp_max_diff": float(acc.gather(torch.tensor(
+                           [sums["sampling_logp_max_diff"]], device=acc.device)).max())
+                       if "sampling_logp_max_diff" in sums else None,
                        "seconds": time.time() - t0, "num_processes": acc.num_processes}
                 self.history.append(rec)
                 if acc.is_main_process and (self.step % cfg.logging_steps == 0 or self.step == cfg.max_steps):
