@@ -41,6 +41,10 @@ Where this departs from DeepSeekMath GRPO / Video-R1 / the paper (numbered, as i
    the log-prob forward too (a completion holding one would break the model's feature/placeholder match).
 8. ``shuffle_rewards`` (off by default) permutes rewards across a process's completions — a control that
    must remove all learning signal (used in the tests and the closing note's experiment).
+9. Sampling goes through the model's own ``generate`` (ViT + connector(VGGT) fused before prefill); the
+   log-prob of each token as sampled is recorded (:class:`SampledLogProbs`) and compared with the loss
+   forward's on each round's first step (``sampling_logp_max_diff`` in the log) — the check that rollouts
+   and the loss see one policy (TRL logs the same gap for vLLM rollouts).
 
 Plumbing (checkpoints, data, logging) is kept apart from the algorithm's lines. Several processes run
 through ``accelerate launch`` (DDP; DeepSpeed ZeRO-2/3 through an accelerate config file — gradient
