@@ -284,3 +284,50 @@ def test_ask_answers_as_the_forward_path(tok, proc):
     batch = proc(proc.build_prompt("How many chairs?"), videos=[video])
     ref, _ = forward_decode(model, batch, N_NEW)
     assert got == proc.batch_decode(ref)[0].strip()
+
+
+# ---- the same on CUDA in bf16, at the paper's widths ----------------------------------------------------------
+def check_3b_shape_generate(device: str, frames: int, H: int, W: int, tol: float) -> None:
+    """(1) on the 3B-shape model (real widths and vocabulary, 2 blocks each), random weights, bf16: greedy
+    ``generate``'s step logits equal the plain forward's on the same sequence within ``tol``, and each token
+    is the forward's argmax up to ``tol`` (bf16 logits tie often; an exact token match would test rounding)."""
+    import sys
+    from pathlib import Path
+
+    from spatial_mllm.models.modeling import SpatialMLLMForConditionalGeneration
+    from spatial_mllm.models.tiny import qwen25_vl_3b_config
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_model import make_inputs
+
+    torch.manual_seed(0)
+    cfg = qwen25_vl_3b_config(layers=2)
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            model = SpatialMLLMForConditionalGeneration(cfg).eval()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    batch, _ = make_inputs(cfg, frames, H, W, device, torch.bfloat16)
+    out = gen(model, batch, max_new_tokens=N_NEW, min_new_tokens=N_NEW, do_sample=False)
+    L = batch["input_ids"].shape[1]
+    with torch.no_grad():
+        full = model(**{**batch, "input_ids": out.sequences,
+                        "attention_mask": torch.ones_like(out.sequences)}).logits[0, L - 1:-1].float()
+    for k, g in enumerate(out.logits):
+        f = full[k]
+        assert (g[0].float() - f).abs().max() < tol, (k, (g[0].float() - f).abs().max())
+        assert f.max() - f[out.sequences[0, L + k]] < tol
+    other = {**batch, "spatial_pixel_values_videos": [1.0 - v for v in batch["spatial_pixel_values_videos"]]}
+    moved = gen(model, other, max_new_tokens=1, do_sample=False).logits[0]
+    assert (moved.float() - out.logits[0].float()).abs().max() > tol  # VGGT reaches generate at this size too
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_3b_shape_generate_equals_forward():
+    check_3b_shape_generate("cuda", 16, 476, 644, tol=0.05)
+
+
+def test_bf16_3b_shape_generate_equals_forward_on_cpu():
+    """The same check on CPU at small frames (4 of 112×168): real widths, vocabulary and connector."""
+    check_3b_shape_generate("cpu", 4, 112, 168, tol=0.05)

@@ -162,8 +162,22 @@ QWEN25_VL_3B: dict[str, Any] = dict(
 )
 
 
-def qwen25_vl_3b_config(connector: str = "mlp_add"):
-    """Spatial-MLLM at the paper's sizes: Qwen2.5-VL-3B + VGGT-1B (aggregator only) + connector."""
+def qwen25_vl_3b_config(connector: str = "mlp_add", layers: int | None = None):
+    """Spatial-MLLM at the paper's sizes: Qwen2.5-VL-3B + VGGT-1B (aggregator only) + connector.
+
+    ``layers``: a "3B-shape" model reduced in depth — the real widths, vocabulary and 16384-d connector,
+    but only ``layers`` LLM blocks, ViT blocks (the last one full-attention) and VGGT frame/global block
+    pairs (DINOv2 patch embed too). For tests and benchmarks of code paths at real tensor sizes.
+    """
+    import copy
+
     from spatial_mllm.models.configuration import SpatialMLLMConfig
 
-    return SpatialMLLMConfig(**QWEN25_VL_3B, spatial_config=None, connector_config={"type": connector})
+    values = copy.deepcopy(QWEN25_VL_3B)
+    spatial = None
+    if layers is not None:
+        values["text_config"]["num_hidden_layers"] = layers
+        values["vision_config"]["depth"] = layers
+        values["vision_config"]["fullatt_block_indexes"] = [layers - 1]
+        spatial = {"depth": layers, "dino_depth": layers}
+    return SpatialMLLMConfig(**values, spatial_config=spatial, connector_config={"type": connector})
