@@ -56,7 +56,6 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
-
 from dataclasses import dataclass
 
 import torch
