@@ -22,7 +22,7 @@ def rand_frames(n, h, w, seed=0):
 def test_official_640x480_grid_is_34x46(tok, tmp_path):
     # qwen-vl-utils with Spatial-MLLM's per-frame bounds: 640x480 → 644x476 (WxH) → 46x34 patches
     assert qwen_video_frame_size(480, 640, 16, 293216, 324576) == (476, 644)
-    proc = SpatialMLLMProcessor.build(tok)  # official defaults: 16 frames, [293216, 324576] pixels
+    proc = SpatialMLLMProcessor.build(tok)  # the default setting: 16 frames, [293216, 324576] pixels (the official training bounds)
     path = write_mp4(tmp_path / "v.mp4", rand_frames(20, 480, 640), fps=10)
     b = proc(proc.build_prompt("q"), videos=[path])
     assert b["video_grid_thw"].tolist() == [[8, 34, 46]]

@@ -4,13 +4,19 @@
 id, or the word ``tiny`` for the random-init CPU preset), samples frames, and returns the decoded answer.
 ``answer_batch`` is the batch helper (several videos/questions, left padding, one ``generate``).
 
-Sampling: ``uniform`` (qwen-vl-utils' ``linspace(...).round()``) or ``space-aware`` (the paper's §3.3:
+Sampling: ``uniform`` (qwen-vl-utils' ``linspace(...).round()``) or ``space-aware`` (the paper's §3.2:
 ``candidates`` (128) uniform candidate frames → VGGT point maps → greedy maximum voxel coverage →
 ``frames`` indices; :func:`spatial_mllm.sampling.select_frames`). Space-aware needs a VGGT with a point head:
 ``vggt=`` path/id, else the model's own spatial encoder when its point head is enabled.
 
-Generation defaults follow the official evaluation (greedy-like: the official script samples with
-temperature 0.1 and top_p 0.001; here ``do_sample=False``), ``max_new_tokens`` 1024.
+Decoding (``decoding``): ``"official"`` (default) is the official inference and evaluation scripts'
+``do_sample=True, temperature=0.1, top_p=0.001`` with ``max_new_tokens`` 1024 (``src/inference.py`` and
+``src/evaluation/vsibench/eval_vsibench.py`` on ``master``; ``scripts/inference.py`` and
+``evaluate/model.py`` on ``v1.0``), seeded here with ``seed`` inside ``torch.random.fork_rng`` (the official
+scripts do not seed); ``"greedy"`` is ``do_sample=False``. Top-p 0.001 keeps only the most probable token
+unless its probability after temperature 0.1 is below 0.001, so both give the same answer except on exact
+logit ties and very flat distributions. Extra ``generate`` keywords win over either. ``answer_batch`` on its
+own decodes greedily unless told otherwise.
 """
 
 from __future__ import annotations
@@ -22,12 +28,21 @@ from functools import lru_cache
 import torch
 
 __all__ = ["ask", "answer_batch", "load_model_and_processor", "space_aware_indices", "add_ask_subparser",
-           "run_ask_command"]
+           "run_ask_command", "OFFICIAL_DECODING"]
+
+# master src/inference.py and src/evaluation/vsibench/eval_vsibench.py generation_kwargs (with max_new_tokens
+# 1024); spatial_mllm.eval.vsibench.DECODINGS["official"] holds the same values (eval/ sits below models/)
+OFFICIAL_DECODING = {"do_sample": True, "temperature": 0.1, "top_p": 0.001}
 
 
 @lru_cache(maxsize=2)
-def load_model_and_processor(model: str, device: str | None = None, dtype: str | None = None):
-    """``(model, processor)`` from a path / hub id, or ``"tiny"`` (random-init CPU preset, seed 0)."""
+def load_model_and_processor(model: str, device: str | None = None, dtype: str | None = None,
+                             pixel_preset: str | None = "official_eval"):
+    """``(model, processor)`` from a path / hub id, or ``"tiny"`` (random-init CPU preset, seed 0).
+
+    ``pixel_preset``: the processor's frame rule (:data:`~spatial_mllm.models.processing.PIXEL_PRESETS`);
+    default ``official_eval``, what the official inference and evaluation scripts feed the model (only
+    ``nframes`` to qwen-vl-utils). The tiny preset keeps its own small frames."""
     from spatial_mllm.models.modeling import SpatialMLLMForConditionalGeneration
     from spatial_mllm.models.processing import SpatialMLLMProcessor
 
@@ -39,7 +54,7 @@ def load_model_and_processor(model: str, device: str | None = None, dtype: str |
         return tiny_model(tok).to(device), tiny_processor(tok)
     torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     m = SpatialMLLMForConditionalGeneration.from_pretrained(model, dtype=torch_dtype).to(device).eval()
-    return m, SpatialMLLMProcessor.from_pretrained(model)
+    return m, SpatialMLLMProcessor.from_pretrained(model, pixel_preset=pixel_preset)
 
 
 def space_aware_indices(video: str | os.PathLike, k: int, vggt=None, candidates: int = 128,
@@ -65,7 +80,9 @@ def space_aware_indices(video: str | os.PathLike, k: int, vggt=None, candidates:
     if len(clip.indices) < k:
         raise ValueError(f"video {video}: only {len(clip.indices)} frames, fewer than the {k} asked for")
     size = vggt.config.img_size
-    images = torch.stack([preprocess_image(f, mode="crop", target_size=size) for f in clip.frames]).to(device)
+    # portrait frames are turned 90° clockwise first, as the official sa_sampling.py does
+    images = torch.stack([preprocess_image(f, mode="crop", target_size=size, rotate_portrait=True)
+                          for f in clip.frames]).to(device)
     with torch.no_grad():
         preds = vggt(images)
     chosen = select_frames(preds["world_points"][0].float(), preds["world_points_conf"][0].float(), k)
@@ -89,7 +106,8 @@ def answer_batch(model, processor, videos: list, questions: list[str], *, frame_
 
 
 def ask(model, video, question: str, frames: int = 16, sampling: str = "uniform", *, vggt=None,
-        candidates: int = 128, max_new_tokens: int = 1024, device: str | None = None, **generate_kwargs) -> str:
+        candidates: int = 128, max_new_tokens: int = 1024, device: str | None = None, decoding: str = "official",
+        seed: int = 0, **generate_kwargs) -> str:
     """Answer ``question`` about ``video`` (mp4 path, frame folder, or list of frames).
 
     Args:
@@ -97,9 +115,13 @@ def ask(model, video, question: str, frames: int = 16, sampling: str = "uniform"
         frames: frames given to the model (16 in the paper).
         sampling: ``"uniform"`` or ``"space-aware"``.
         vggt: VGGT (or its path/id) for space-aware sampling; defaults to the model's own if it has a point head.
+        decoding: ``"official"`` (temperature 0.1, top_p 0.001, sampled; the official scripts) or ``"greedy"``.
+        seed: torch seed of the sampled decoding (the caller's random state is restored afterwards).
     """
     if sampling not in ("uniform", "space-aware"):
         raise ValueError(f"sampling must be 'uniform' or 'space-aware', got {sampling!r}")
+    if decoding not in ("official", "greedy"):
+        raise ValueError(f"decoding must be 'official' or 'greedy', got {decoding!r}")
     m, proc = model if isinstance(model, tuple) else load_model_and_processor(str(model), device)
     proc.num_frames = frames
     indices = None
@@ -107,8 +129,12 @@ def ask(model, video, question: str, frames: int = 16, sampling: str = "uniform"
         if vggt is None and m.spatial_encoder is not None and m.spatial_encoder.vggt_model.point_head is not None:
             vggt = m.spatial_encoder.vggt_model
         indices = [space_aware_indices(video, frames, vggt=vggt, candidates=candidates)]
-    return answer_batch(m, proc, [video], [question], frame_indices=indices, max_new_tokens=max_new_tokens,
-                        **generate_kwargs)[0]
+    gen = {**(OFFICIAL_DECODING if decoding == "official" else {"do_sample": False}), **generate_kwargs}
+    dev = next(m.parameters()).device
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return answer_batch(m, proc, [video], [question], frame_indices=indices, max_new_tokens=max_new_tokens,
+                            **gen)[0]
 
 
 def add_ask_subparser(subparsers) -> argparse.ArgumentParser:
@@ -122,7 +148,10 @@ def add_ask_subparser(subparsers) -> argparse.ArgumentParser:
                    help="frame sampling: uniform, or the paper's space-aware (needs a VGGT point head)")
     p.add_argument("--vggt", default=None, help="VGGT checkpoint for space-aware sampling (e.g. facebook/VGGT-1B)")
     p.add_argument("--candidates", type=int, default=128, help="candidate frames for space-aware sampling")
-    p.add_argument("--max-new-tokens", type=int, default=1024, help="generation length limit")
+    p.add_argument("--max-new-tokens", type=int, default=1024, help="generation length limit (official: 1024)")
+    p.add_argument("--decoding", choices=["official", "greedy"], default="official",
+                   help="official: temperature 0.1, top_p 0.001, sampled (the official scripts); greedy")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled decoding")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
     p.set_defaults(func=run_ask_command)
     return p
@@ -131,5 +160,6 @@ def add_ask_subparser(subparsers) -> argparse.ArgumentParser:
 def run_ask_command(args: argparse.Namespace) -> int:
     """Run ``ask`` from parsed CLI arguments and print the answer."""
     print(ask(args.model, args.video, args.question, frames=args.frames, sampling=args.sampling, vggt=args.vggt,
-              candidates=args.candidates, max_new_tokens=args.max_new_tokens, device=args.device))
+              candidates=args.candidates, max_new_tokens=args.max_new_tokens, device=args.device,
+              decoding=args.decoding, seed=args.seed))
     return 0

@@ -1,4 +1,4 @@
-"""Space-aware frame sampling (Wu et al. 2025, §3.3): voxel coverage and greedy maximum coverage.
+"""Space-aware frame sampling (Wu et al. 2025, §3.2): voxel coverage and greedy maximum coverage.
 
 * :mod:`~spatial_mllm.sampling.coverage` — point maps (+ confidence) → frames × voxels incidence (torch,
   any device);

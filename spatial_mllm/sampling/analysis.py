@@ -1,6 +1,6 @@
 """Notebook 02's analysis of frame sampling: how much of a room do k frames see, and which frames?
 
-The paper's space-aware sampler (Wu et al. 2025, §3.3) picks Nk = 16 of Nm = 128 uniformly drawn
+The paper's space-aware sampler (Wu et al. 2025, §3.2) picks Nk = 16 of Nm = 128 uniformly drawn
 candidate frames by greedy maximum coverage of the voxels in VGGT's point maps. This module measures that
 choice against the alternatives on synthetic scans whose geometry is known exactly:
 

@@ -1,6 +1,6 @@
 """Point maps (+ confidence) → voxel incidence: which voxels each candidate frame sees.
 
-This is the geometric half of the paper's space-aware frame sampling (Wu et al. 2025, §3.3): every
+This is the geometric half of the paper's space-aware frame sampling (Wu et al. 2025, §3.2): every
 candidate frame's 3D points are dropped into a voxel grid, and frame ``i`` *covers* voxel ``v`` when one
 of its kept points falls into ``v``. :func:`spatial_mllm.sampling.greedy.greedy_max_coverage` then picks
 the frames whose union covers the most voxels.

@@ -1,4 +1,4 @@
-"""Frame samplers behind one interface: ``uniform``, ``random`` and ``space_aware`` (the paper's §3.3).
+"""Frame samplers behind one interface: ``uniform``, ``random`` and ``space_aware`` (the paper's §3.2).
 
 ``sampler.sample(video, num_frames) -> SampledFrames``: sorted frame indices into the source video (always
 exactly ``num_frames`` of them, or a ``ValueError`` when the video has fewer frames). ``video`` is a path
@@ -13,6 +13,13 @@ VGGT runs *lean*: the aggregator keeps only the four layers the point head reads
 autocast, and the DPT point head runs on ``frames_chunk_size`` frames at a time; camera and depth heads
 are never run. Results are cached per video (json) and the selected frames can be exported in the
 official folder layout so evaluation can reuse them.
+
+Portrait videos: the script turns every frame taller than wide 90° clockwise before VGGT
+(``img.rotate(-90, expand=True)`` in its ``load_and_preprocess_images``), so VGGT sees the whole frame as a
+landscape image (1440×1920 → 518×392); ``portrait="rotate"`` (default) does the same. ``portrait="crop"``
+keeps VGGT's own ``load_fn`` rule, which centre-crops a portrait frame to 518×518 (a quarter of a 3:4 frame
+lost) — an option, not the official rule. Only VGGT's input turns; the indices and the exported frames are
+the source video's.
 
 Departures from the official ``src/sampling/sa_sampling.py``:
 
@@ -204,8 +211,15 @@ class SpaceAwareSamplerConfig:
     full_layers: bool = field(default=False, metadata={"help": (
         "keep all aggregator layers in fp32 like the reference (for the memory comparison only)")})
     preprocess_mode: str = field(default="crop", metadata={"help": "VGGT preprocessing: 'crop' (518 wide) or 'pad'"})
+    portrait: str = field(default="rotate", metadata={"help": (
+        "frames taller than wide: 'rotate' = 90° clockwise before VGGT (the official sa_sampling.py); "
+        "'crop' = VGGT load_fn's centre crop to 518×518")})
     target_size: int = field(default=518, metadata={"help": "VGGT input width (pixels)"})
     greedy_method: str = field(default="auto", metadata={"help": "'auto' | 'lazy' | 'dense' greedy evaluation"})
+
+    def __post_init__(self):
+        if self.portrait not in ("rotate", "crop"):
+            raise ValueError(f"portrait must be 'rotate' (the official rule) or 'crop', got {self.portrait!r}")
 
 
 class SpaceAwareSampler(FrameSampler):
@@ -279,6 +293,14 @@ class SpaceAwareSampler(FrameSampler):
             pts, conf = model.point_head(layers, (H, W), self.config.frames_chunk_size)
         return pts[0].float(), conf[0].float()
 
+    def preprocess(self, frames) -> torch.Tensor:
+        """Candidate frames (uint8 ``[H, W, 3]`` each) → VGGT input ``[N, 3, h, w]`` in [0, 1]: portrait frames
+        turned or cropped per ``config.portrait``, then ``config.preprocess_mode`` at ``config.target_size``."""
+        from spatial_mllm.models.vggt.preprocess import load_and_preprocess_images
+
+        return load_and_preprocess_images(list(frames), self.config.preprocess_mode, self.config.target_size,
+                                          rotate_portrait=self.config.portrait == "rotate")
+
     # ---- cache ---------------------------------------------------------------------------------------
     def _cache_key(self, num_frames: int) -> str:
         model = self.model_path if (self.model is None and self.vggt_config is None) else "custom"
@@ -315,7 +337,6 @@ class SpaceAwareSampler(FrameSampler):
         ``name`` names the video in the cache and export (default: the file's stem).
         """
         from spatial_mllm.data.video import uniform_frame_indices
-        from spatial_mllm.models.vggt.preprocess import load_and_preprocess_images
 
         total, default_name = _total_frames(video)
         name = name or default_name
@@ -327,8 +348,7 @@ class SpaceAwareSampler(FrameSampler):
                                      self.config.candidate_rounding).tolist()
         _check_count(num_frames, len(cand), "candidate frames")
         frames, _, _ = _as_frames(video, cand)  # [Nm, H, W, 3] uint8
-        images = load_and_preprocess_images(list(frames), self.config.preprocess_mode,
-                                             self.config.target_size)  # [Nm, 3, h, w]
+        images = self.preprocess(frames)  # [Nm, 3, h, w]
         pts, conf = self.point_maps(images)
         sel = select_frames_detailed(pts, conf, num_frames, method=self.config.greedy_method,
                                      options=self.coverage)

@@ -196,7 +196,8 @@ def run_cold_start(cfg, model, processor, source: str) -> dict[str, Any]:
     sft_cfg = SFTConfig(
         output_dir=str(run_dir), seed=cfg.seed, data_dir=str(run_dir / "data"), train_file=data_file.name,
         build_data_if_missing=False, num_frames=cfg.num_frames, min_pixels=cfg.min_pixels,
-        max_pixels=cfg.max_pixels, learning_rate=cfg.cold_start_lr, mm_projector_lr=cfg.cold_start_lr,
+        max_pixels=cfg.max_pixels, pixel_preset=cfg.pixel_preset, second_per_grid_t=cfg.second_per_grid_t,
+        learning_rate=cfg.cold_start_lr, mm_projector_lr=cfg.cold_start_lr,
         max_steps=cfg.cold_start_steps, global_batch_size=cfg.cold_start_batch_size * state.num_processes,
         per_device_train_batch_size=cfg.cold_start_batch_size, save_steps=max(1, cfg.cold_start_steps),
         logging_steps=max(1, min(5, cfg.cold_start_steps)), train_merger="merger" in cfg.trainable,

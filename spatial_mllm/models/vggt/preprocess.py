@@ -8,6 +8,10 @@ Output: ``[N, 3, H, W]`` float32 RGB in [0, 1], H and W multiples of 14 — what
 * ``mode="pad"``: the longer side → 518, the other → ``round(·/14)·14``, then pad to 518×518 with 1.0
   (white), ``top = (518-h)//2``, ``left = (518-w)//2``.
 * RGBA images are alpha-composited over white first; other modes are converted to RGB.
+* ``rotate_portrait=True`` (off by default; Spatial-MLLM's ``src/sampling/sa_sampling.py`` does it before its
+  crop): an image taller than wide is first rotated 90° clockwise (Pillow ``rotate(-90, expand=True)``), so a
+  portrait frame is fed whole as a landscape one (W×H → H×W, then 518 wide) instead of centre-cropped to
+  518×518.
 * If the processed images differ in size, every one is padded with 1.0 to the largest (H, W) (centred the
   same way), as the reference does (it prints a warning; we log one).
 
@@ -56,11 +60,15 @@ def target_size_hw(width: int, height: int, mode: str = "crop", target_size: int
     return round(height * (target_size / width) / patch) * patch, target_size
 
 
-def preprocess_image(img: ImageLike, mode: str = "crop", target_size: int = 518) -> torch.Tensor:
-    """One image → ``[3, H, W]`` float32 in [0, 1] (before the batch-level padding)."""
+def preprocess_image(img: ImageLike, mode: str = "crop", target_size: int = 518,
+                     rotate_portrait: bool = False) -> torch.Tensor:
+    """One image → ``[3, H, W]`` float32 in [0, 1] (before the batch-level padding); ``rotate_portrait``:
+    a portrait image is turned 90° clockwise first (the Spatial-MLLM sampler's rule)."""
     if mode not in ("crop", "pad"):
         raise ValueError(f"mode must be 'crop' or 'pad', got {mode!r}")
     pil = _to_pil_rgb(img)
+    if rotate_portrait and pil.height > pil.width:
+        pil = pil.rotate(-90, expand=True)  # Pillow's angle is counter-clockwise: -90 = 90° clockwise
     width, height = pil.size
     new_h, new_w = target_size_hw(width, height, mode, target_size)
     pil = pil.resize((new_w, new_h), Image.Resampling.BICUBIC)
@@ -75,12 +83,12 @@ def preprocess_image(img: ImageLike, mode: str = "crop", target_size: int = 518)
     return x
 
 
-def load_and_preprocess_images(images: Sequence[ImageLike], mode: str = "crop",
-                               target_size: int = 518) -> torch.Tensor:
+def load_and_preprocess_images(images: Sequence[ImageLike], mode: str = "crop", target_size: int = 518,
+                               rotate_portrait: bool = False) -> torch.Tensor:
     """Images (paths, PIL, or uint8 arrays) → ``[N, 3, H, W]`` float32 in [0, 1] for VGGT."""
     if len(images) == 0:
         raise ValueError("at least one image is required")
-    out = [preprocess_image(im, mode, target_size) for im in images]
+    out = [preprocess_image(im, mode, target_size, rotate_portrait) for im in images]
     shapes = {tuple(x.shape[1:]) for x in out}
     if len(shapes) > 1:
         logger.warning("VGGT preprocessing: images of different sizes %s; padding to the largest", shapes)
