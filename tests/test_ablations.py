@@ -65,7 +65,7 @@ def test_params_files_and_rejections():
     tiny = load_params(ROOT / "params/tiny/05_ablations.yaml")
     assert tiny == AblationConfig()  # the tiny yaml is the dataclass defaults
     paper = load_params(ROOT / "params/paper/05_ablations.yaml")
-    assert paper.mode == "evaluate" and paper.space_aware_source == "vggt" and paper.frames == [8, 16]
+    assert paper.mode == "evaluate" and paper.space_aware_source == "vggt" and paper.frames == [8, 16, 32]
     assert {c["connector"] for c in paper.checkpoints} == {"none", "mlp_add", "mlp2_add"}
     with pytest.raises(ValueError, match="connectors: unknown"):
         AblationConfig(connectors=["mlp3"])
@@ -205,3 +205,88 @@ def test_one_variant_end_to_end(tmp_path):
     mtime = (run_dir / "scores.json").stat().st_mtime_ns
     assert ablations.run_ablations(cfg, log=lambda *a: None)[0]["status"] == "skipped"
     assert (run_dir / "scores.json").stat().st_mtime_ns == mtime
+
+
+# ---- the paper's experiments: stages, the controlled 2D-only baseline, frame counts -------------------------
+
+
+def test_paper_preset_expresses_the_papers_experiments():
+    paper = load_params(ROOT / "params/paper/05_ablations.yaml")
+    cks = {c["name"]: c for c in paper.checkpoints}
+    assert paper.frames == [8, 16, 32] and paper.samplings == ["uniform", "space_aware"]
+    # spatial encoder: released v1.1-135K vs the 2D-only baseline fine-tuned on the same data (connector none)
+    assert cks["spatial_mllm_v1.1"]["path"] == "Diankun/Spatial-MLLM-v1.1-Instruct-135K"
+    base2d = cks["qwen2.5_vl_3b_sft_135k"]
+    assert (base2d["connector"], base2d["stage"]) == ("none", "sft")
+    assert ablations.local_checkpoint(base2d["path"]) is not None  # trained here (notebook 03, connector none)
+    # training stages: SFT vs SFT + cold start + GRPO, the GRPO model with its reasoning prompt
+    assert {c.get("stage", "sft") for c in paper.checkpoints} == set(ablations.STAGES)
+    grpo = cks["ours_sft_grpo"]
+    assert grpo["stage"] == "sft+cold_start+grpo" and grpo["prompt_style"] == "think" and grpo["max_new_tokens"] >= 128
+    assert cks["ours_sft"]["stage"] == "sft" and cks["ours_sft"]["connector"] == grpo["connector"] == "mlp_add"
+    grid = build_grid(paper)
+    assert len(grid) == len(paper.checkpoints) * 2 * 3
+    ev = paper.eval_config(next(v for v in grid if v.model == "ours_sft_grpo"))
+    assert (ev.prompt_style, ev.extract_answer, ev.max_new_tokens) == ("think", True, grpo["max_new_tokens"])
+    ev = paper.eval_config(next(v for v in grid if v.model == "spatial_mllm_v1.1"))
+    assert (ev.prompt_style, ev.extract_answer) == (paper.eval_prompt_style, False)
+
+
+def test_checkpoint_entries_stage_and_own_decoding():
+    cks = [{"name": "a", "path": "Diankun/Spatial-MLLM-v1.1-Instruct-135K", "connector": "mlp_add"},
+           {"name": "b", "path": "outputs/x/checkpoints/grpo/final", "connector": "mlp_add",
+            "stage": "sft+cold_start+grpo", "prompt_style": "think", "max_new_tokens": 512}]
+    cfg = AblationConfig(mode="evaluate", checkpoints=cks, frames=[8])
+    va, vb = build_grid(cfg)[0], build_grid(cfg)[-1]
+    assert (va.stage, va.prompt_style, va.max_new_tokens) == ("sft", None, None)  # default stage: sft
+    assert (vb.stage, vb.prompt_style, vb.max_new_tokens) == ("sft+cold_start+grpo", "think", 512)
+    assert vb.name == "05_b_space_aware_f8" and vb.to_dict()["stage"] == "sft+cold_start+grpo"
+    assert Variant("none", "uniform", 8, 0).to_dict()["stage"] == "sft"  # train mode trains SFT only
+    for bad, msg in (({"stage": "grpo"}, "stage 'grpo' not in"), ({"decoding": "official"}, "optional"),
+                     ({"max_new_tokens": 0}, "max_new_tokens must be an int"),
+                     ({"prompt_style": "think", "max_new_tokens": 16}, "max_new_tokens")):
+        with pytest.raises(ValueError, match=msg):
+            AblationConfig(mode="evaluate", checkpoints=[{**cks[0], **bad}])
+    with pytest.raises(ConfigError, match="stage"):
+        load_params(ROOT / "params/paper/05_ablations.yaml",
+                    ["checkpoints=[{name: a, path: b/c, connector: none, stage: rl}]"])
+
+
+def test_local_checkpoint_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPATIAL_MLLM_ROOT", str(tmp_path))
+    assert ablations.local_checkpoint("Qwen/Qwen2.5-VL-3B-Instruct") is None  # a hub id
+    assert ablations.local_checkpoint("outputs/paper/checkpoints/sft") == tmp_path / "outputs/paper/checkpoints/sft"
+    assert ablations.local_checkpoint("./ck") == tmp_path / "ck"
+    (tmp_path / "mine" / "ck").mkdir(parents=True)
+    assert ablations.local_checkpoint("mine/ck") == tmp_path / "mine" / "ck"  # one slash, but it exists
+
+
+def test_missing_local_checkpoints_are_skipped_with_a_note(tmp_path, monkeypatch):
+    make_scene_data(tmp_path)
+    monkeypatch.setenv("SPATIAL_MLLM_ROOT", str(tmp_path))
+    (tmp_path / "ck" / "sft").mkdir(parents=True)
+    cfg = AblationConfig(mode="evaluate", output_dir=str(tmp_path / "out"), data_dir=str(tmp_path / "data"),
+                         samplings=["uniform"], frames=[4], eval_limit=2, checkpoints=[
+                             {"name": "sft", "path": "ck/sft", "connector": "mlp_add"},
+                             {"name": "grpo", "path": "ck/grpo/final", "connector": "mlp_add",
+                              "stage": "sft+cold_start+grpo", "prompt_style": "think", "max_new_tokens": 256}])
+    loaded, ran, notes = [], [], []
+
+    def fake_load(c, v):
+        loaded.append(v.path)
+        return "model", "processor"
+
+    def fake_run(c, v, **kw):
+        ran.append(v.name)
+        d = c.out() / "eval" / v.name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "scores.json").write_text(json.dumps(_fake_scores(30.0)))
+        return _fake_scores(30.0)
+
+    monkeypatch.setattr(ablations, "load_checkpoint", fake_load)
+    monkeypatch.setattr(ablations, "run_variant", fake_run)
+    statuses = ablations.run_ablations(cfg, log=notes.append)
+    assert [s["status"] for s in statuses] == ["ran", "missing"] and ran == ["05_sft_uniform_f4"]
+    assert loaded == ["ck/sft"] and any("grpo" in n and "not found" in n for n in notes)
+    runs = ablations.summarize(cfg)
+    assert list(runs["stage"]) == ["sft"] and "stage" in ablations.aggregate(runs).columns

@@ -242,7 +242,13 @@ def test_grpo_sampling_logps_equal_loss_logps_and_ratio_is_one(tok, proc, tmp_pa
 
 # ---- (4) the public generating functions --------------------------------------------------------------------
 def test_evaluate_policy_answers_as_the_forward_path(tok, proc):
-    from spatial_mllm.train.grpo import _eos_ids, collate_visual, encode_prompts, evaluate_policy, suppressed_ids
+    from spatial_mllm.train.grpo import (
+        _eos_ids,
+        collate_visual,
+        encode_prompts,
+        evaluate_policy,
+        suppressed_ids,
+    )
 
     model = tiny_model(tok).eval()
     rows = _rows()
@@ -331,3 +337,14 @@ def test_cuda_bf16_3b_shape_generate_equals_forward():
 def test_bf16_3b_shape_generate_equals_forward_on_cpu():
     """The same check on CPU at small frames (4 of 112×168): real widths, vocabulary and connector."""
     check_3b_shape_generate("cpu", 4, 112, 168, tol=0.05)
+
+
+def test_grpo_passes_completion_ids_to_rewards(tok, proc, tmp_path):
+    """The length reward (Video-R1, in tokens) reads TRL's ``completion_ids``: the trainer passes them."""
+    trainer = _trainer(tok, proc, tmp_path, reward_funcs=["accuracy", "length"], reward_weights=[1.0, 0.2])
+    torch.manual_seed(0)
+    ro = trainer.generate(trainer.rows)
+    trainer.score(ro)
+    length_col = ro.rewards_per_func[:, 1]
+    assert not torch.isnan(length_col).any()
+    assert set(length_col.tolist()) <= {0.0, 1.0}

@@ -13,6 +13,7 @@ from spatial_mllm.config import ConfigError, load_params
 from spatial_mllm.eval.results import (
     MACRO,
     MICRO,
+    README_V11,
     REPORTED_QA,
     REPORTED_VSIBENCH,
     TASK_LABELS,
@@ -26,6 +27,7 @@ from spatial_mllm.eval.results import (
     plot_ablation_bars,
     plot_vsibench_bars,
     qa_table,
+    reported_row_name,
     reported_vsibench_macro,
     runs_summary,
     save_figure_formats,
@@ -74,6 +76,49 @@ def test_reported_row_arithmetic():
     assert reported_vsibench_macro() == pytest.approx(46.95, abs=1e-9)
     assert rep["overall_micro"] == 48.4 and reported_vsibench_macro() < rep["overall_micro"]
     assert REPORTED_QA["sqa3d"]["Spatial-MLLM-4B"] == {"EM": 55.9, "EM_refined": 58.7}
+    assert REPORTED_QA["scanqa"]["Spatial-MLLM-4B"] == {"BLEU-1": 44.4, "BLEU-4": 14.8, "METEOR": 18.4,
+                                                        "ROUGE-L": 45.0, "CIDEr": 91.8}
+    qwen = REPORTED_VSIBENCH["Qwen2.5-VL-3B"]
+    assert [qwen["per_task"][t] for t in TASKS] == [24.3, 24.7, 31.7, 22.6, 38.3, 41.6, 26.3, 21.2]
+    assert qwen["overall_micro"] == 30.6 and reported_vsibench_macro("Qwen2.5-VL-3B") == pytest.approx(28.8375)
+
+
+# VSI-Bench's questions per task, in TASKS order (the 5,130 rows of the v1.0 branch's
+# evaluate/annotation/eval_vsibench.json; Rel. Dir. = its easy 217 + medium 378 + hard 373)
+VSIBENCH_COUNTS = dict(zip(TASKS, (565, 834, 953, 288, 710, 968, 194, 618)))
+
+
+def test_paper_avg_is_the_question_weighted_mean_in_this_column_order():
+    # the paper's Avg. is the mean over questions: the task scores weighted by VSI-Bench's questions per task give
+    # it back within 0.1 (48.38 vs 48.4, 30.55 vs 30.6: the tasks are printed to 0.1 and Rel. Dir. is the mean of
+    # its three types, not of its questions). For both rows at once only 29 of the 40,320 orders of the 8 columns
+    # do, so this also checks that the numbers sit in TASKS order.
+    assert sum(VSIBENCH_COUNTS.values()) == 5130
+    for name in ("Spatial-MLLM-4B", "Qwen2.5-VL-3B"):
+        rep = REPORTED_VSIBENCH[name]
+        weighted = sum(rep["per_task"][t] * n for t, n in VSIBENCH_COUNTS.items()) / 5130
+        assert weighted == pytest.approx(rep["overall_micro"], abs=0.1)
+        assert abs(reported_vsibench_macro(name) - rep["overall_micro"]) > 1.0  # the macro is clearly not it
+
+
+def test_official_readme_rows():
+    # diankun-wu/Spatial-MLLM master README.md, VSI-Bench table (16 frames): micro All / macro All
+    expected = {
+        "Qwen2.5-VL-3B-Instruct": (27.86, 27.25),
+        "Qwen2.5-VL-3B-Instruct-135K": (49.84, 49.64),
+        "Spatial-MLLM-v1.1-Instruct-135K": (51.13, 50.48),
+        "Spatial-MLLM-v1.1-Instruct-135K + SA sampling": (52.75, 51.81),
+        "Spatial-MLLM-v1.1-Instruct-820K": (53.53, 53.00),
+        "Spatial-MLLM-v1.1-Instruct-820K + SA sampling": (54.24, 53.43),
+    }
+    for name, (micro, macro) in expected.items():
+        rep = REPORTED_VSIBENCH[name]
+        assert rep["label"] == README_V11 and "per_task" not in rep
+        assert (rep["overall_micro"], reported_vsibench_macro(name)) == (micro, macro)
+        assert reported_row_name(name) == f"{name} (reported, official README)"
+    table = vsibench_table(collect_scores(Path("/nonexistent")))
+    row = table.loc["Spatial-MLLM-v1.1-Instruct-820K + SA sampling (reported, official README)"]
+    assert row[MICRO] == 54.24 and row[MACRO] == 53.43 and np.isnan(row["Obj. Count"]) and row["source"] == README_V11
 
 
 def test_collect_and_vsibench_table(eval_dir):
@@ -82,7 +127,9 @@ def test_collect_and_vsibench_table(eval_dir):
     assert set(tidy["benchmark"]) == {"vsibench", "scanqa", "sqa3d"}
     assert tidy.query("run == 'b_subset' and metric == 'num_questions'")["value"].item() == 5  # from counts
     table = vsibench_table(tidy, exclude=["05_*"])
-    assert list(table.index) == ["a_model", "b_subset", "Spatial-MLLM-4B (reported)"]
+    reported = [reported_row_name(n) for n in REPORTED_VSIBENCH]
+    assert list(table.index) == ["a_model", "b_subset", *reported]
+    assert reported[:2] == ["Spatial-MLLM-4B (reported)", "Qwen2.5-VL-3B (reported)"]
     assert list(table.columns[:8]) == list(TASK_LABELS.values())
     assert table.loc["a_model", "Rel. Dir."] == 60.0 and table.loc["a_model", MICRO] == 41.0
     assert np.isnan(table.loc["b_subset", "Abs. Dist."]) and table.loc["b_subset", "questions"] == 5
@@ -103,6 +150,7 @@ def test_qa_tables_and_summary(eval_dir):
     assert sqa.loc["Spatial-MLLM-4B (reported)", "EM-R1"] == 58.7 and sqa.loc["sqa3d_run", "EM-1"] == 50.0
     summary = runs_summary(eval_dir)
     assert summary.loc["a_model", "data"] == "rows.jsonl" and summary.loc["a_model", "git_sha"] == "abc123def456"
+    assert summary.loc["a_model", "decoding"] == "greedy"  # recorded before EvalConfig had the key: greedy
     assert summary.loc["sqa3d_run", "benchmark"] == "sqa3d"
 
 

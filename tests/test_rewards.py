@@ -6,6 +6,8 @@ import pytest
 
 from spatial_mllm.train.rewards import (
     REWARDS,
+    VIDEO_R1_LENGTH,
+    completion_text,
     digit_fraction_reward,
     get_reward_funcs,
     is_malformed,
@@ -23,7 +25,10 @@ FREE = dict(question_type="scanqa", ground_truth="brown wooden chair", options=N
 
 def _call(name, completions, row):
     n = len(completions)
-    return REWARDS[name](completions, **{k: [v] * n for k, v in row.items()})
+    kw = {k: [v] * n for k, v in row.items()}
+    if name == "length":  # counts tokens: TRL's completion_ids (here: one id per character)
+        kw["completion_ids"] = [list(range(len(completion_text(c)))) for c in completions]
+    return REWARDS[name](completions, **kw)
 
 
 MALFORMED = [
@@ -159,11 +164,51 @@ def test_task_kind_and_task_reward():
     assert task_reward("<answer>4</answer>", "object_counting", "4") == 1.0
 
 
-def test_length_reward():
-    f = make_length_reward(min_len=3, max_len=5)
-    good, short = "<think>one two three four</think><answer>B</answer>", "<think>one</think><answer>B</answer>"
-    wrong = "<think>one two three four</think><answer>A</answer>"
-    assert f([good, short, wrong, "B"], **{k: [v] * 4 for k, v in MC.items()}) == [1.0, 0.0, 0.0, 0.0]
+def _rows(row, n):
+    return {k: [v] * n for k, v in row.items()}
+
+
+def test_length_reward_is_video_r1s():
+    # Video-R1 grpo_trainer.py (len_control): +0.2 for a correct completion of 320..512 tokens, only when more
+    # than one completion of the batch is correct; correct = accuracy reward > 0.1
+    assert VIDEO_R1_LENGTH == {"min_tokens": 320, "max_tokens": 512, "correct_above": 0.1, "weight": 0.2}
+    f = REWARDS["length"]
+    right, wrong = "<think>a</think><answer>B</answer>", "<think>a</think><answer>A</answer>"
+    texts = [right, right, right, wrong, right]
+    ids = [[0] * n for n in (320, 512, 513, 400, 319)]  # token counts decide, not the text
+    assert f(texts, completion_ids=ids, **_rows(MC, 5)) == [1.0, 1.0, 0.0, 0.0, 0.0]
+    # a single correct completion gets no bonus (len(selected_indices) > 1)
+    assert f([right, wrong, wrong], completion_ids=[[0] * 400] * 3, **_rows(MC, 3)) == [0.0, 0.0, 0.0]
+    # correct = task reward > 0.1; numbers: MRA (1.5 for 2.0 is 25 % off: MRA 0.6; 9 for 2.0: MRA 0)
+    num = ["<answer>2.0</answer>", "<answer>1.9</answer>", "<answer>1.5</answer>", "<answer>9</answer>"]
+    assert f(num, completion_ids=[[0] * 330] * 4, **_rows(NUM, 4)) == [1.0, 1.0, 1.0, 0.0]
+    # no format needed (Video-R1 checks accuracy only); a plain "B" is correct
+    assert f(["B", "B"], completion_ids=[[0] * 320] * 2, **_rows(MC, 2)) == [1.0, 1.0]
+    # per group when group_size is set: group 2 has one correct completion only
+    g = make_length_reward(group_size=2)
+    assert g([right, right, right, wrong], completion_ids=[[0] * 400] * 4, **_rows(MC, 4)) == [1.0, 1.0, 0.0, 0.0]
+
+
+class _CharTokenizer:
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": list(text)}
+
+
+def test_length_reward_counts_tokens_not_words():
+    right = "<think>" + "x" * 300 + "</think><answer>B</answer>"  # ONE word; 333 characters (+ EOS = 334 tokens)
+    n = len(right) + 1  # the re-tokenised text + the EOS that decoding dropped
+    f = make_length_reward(tokenizer=_CharTokenizer())
+    assert n == 334 and f([right, right], **_rows(MC, 2)) == [1.0, 1.0]
+    at = make_length_reward(min_tokens=n, max_tokens=n, tokenizer=_CharTokenizer())
+    assert at([right, right], **_rows(MC, 2)) == [1.0, 1.0]
+    above = make_length_reward(min_tokens=n + 1, tokenizer=_CharTokenizer())
+    assert above([right, right], **_rows(MC, 2)) == [0.0, 0.0]
+    with pytest.raises(ValueError, match="counts completion tokens"):
+        REWARDS["length"]([right], **_rows(MC, 1))  # neither completion_ids nor a tokenizer: a plumbing error
+    with pytest.raises(ValueError, match="'completion_ids' has 1 values for 2"):
+        REWARDS["length"]([right, right], completion_ids=[[1]], **_rows(MC, 2))
+    with pytest.raises(ValueError, match="groups of 3"):
+        make_length_reward(group_size=3)([right, right], completion_ids=[[1], [1]], **_rows(MC, 2))
     with pytest.raises(ValueError):
         make_length_reward(5, 3)
 

@@ -11,9 +11,22 @@ grid:
   rates, data order per seed) — and score it on the validation split with the evaluation loop
   (:func:`spatial_mllm.eval.model_predict.evaluate_model_vsibench`). The sampler chooses the frames of
   *both* training and evaluation.
-* ``mode: evaluate`` (the ``paper`` preset): no training; every released checkpoint in ``checkpoints``
-  (Spatial-MLLM v1.1 = ``mlp_add``, the v1.0 subset-SFT model = ``mlp2_add``, plain Qwen2.5-VL-3B = the
-  2D-only row) is scored on VSI-Bench for each sampling × frames.
+* ``mode: evaluate`` (the ``paper`` preset): no training; every checkpoint in ``checkpoints`` — released
+  ones (Spatial-MLLM v1.1 = ``mlp_add``, the v1.0 subset-SFT model = ``mlp2_add``, plain Qwen2.5-VL-3B) and
+  this project's own (notebook 03 / 04 folders) — is scored on VSI-Bench for each sampling × frames. An entry
+  is ``{name, path, connector}`` plus optional ``stage`` (:data:`STAGES`: ``base`` = not trained for space,
+  ``sft``, ``sft+cold_start+grpo``; default ``sft``; a column of the tables), ``prompt_style`` and
+  ``max_new_tokens`` (that checkpoint's prompt and budget, e.g. ``think`` with room to reason for a GRPO
+  model; ``think`` scores the ``<answer>`` content). A local checkpoint folder that does not exist yet is
+  skipped with a note (status ``missing``) so that the released rows still run.
+
+The paper's experiments in the paper preset (``params/paper/05_ablations.yaml``): the spatial encoder
+(released v1.1-135K vs. the controlled 2D-only baseline = Qwen2.5-VL-3B fine-tuned on the same data and budget,
+``connector: none`` — the official README reports 51.13 vs. 49.84 VSI-Bench micro, 50.48 vs. 49.64 macro, for
+"Spatial-MLLM-v1.1-Instruct-135K" vs. "Qwen2.5-VL-3B-Instruct-135K"; that baseline is not released, so it is
+notebook 03's paper recipe run with ``connector: none``), the sampler (uniform vs. space-aware) at 8, 16 and
+32 frames, and the training stages (SFT vs. SFT + cold start + GRPO: notebook 03's and notebook 04's
+checkpoints).
 
 Each run writes ``<output_dir>/eval/05_<connector>_<sampling>_f<frames>_s<seed>/`` (train mode) or
 ``<output_dir>/eval/05_<checkpoint>_<sampling>_f<frames>/`` (evaluate mode) with the eval loop's
@@ -45,13 +58,26 @@ Departures from the paper's ablation protocol:
    uniform candidates; our videos have 48 frames).
 4. Train mode uses the sampler's frames for training and evaluation alike, so that each variant is one
    consistent pipeline; the paper's sampler ablation compares the frames a trained model is shown.
-5. Evaluate mode scores released checkpoints, which were trained with their own frame settings (16 frames,
-   space-aware for Spatial-MLLM); scoring them at 8 frames or with uniform frames is a test-time ablation
-   only, unlike the paper's retrained variants.
+5. Evaluate mode scores released checkpoints, which were trained on 16 uniform frames (the official
+   training reads ``np.linspace(0, n - 1, 16)`` frames, ``src/qwenvl/data/data_qwen.py`` and
+   ``scripts/training/spatial_mllm_train_demo.sh`` on ``master``; space-aware sampling is the paper's
+   inference-time strategy, §3.2); scoring them at 8 frames is a test-time ablation only, unlike the paper's
+   retrained variants, and space-aware frames are the paper's inference setting.
 6. Validation questions are capped (``eval_limit``, a subset stratified over question types) to fit the
    tiny preset's time budget; the paper scores all of VSI-Bench.
 7. The tiny preset trains on 56×56 frames (``max_pixels``) with a higher learning rate than notebook 03
    so that 24 runs fit in a few CPU minutes.
+8. ``eval_decoding``: the paper preset decodes as the official scripts do (``official``: temperature 0.1,
+   top_p 0.001 — near-greedy — seeded here, 1024 new tokens); the tiny preset greedily with 16 (lmms-eval's).
+   Every checkpoint gets ``eval_prompt_style`` (``sft`` is
+   v1.1's prompt) unless its entry names its own; the paper preset gives ``Diankun/Spatial-MLLM-subset-sft``
+   v1.0's ``<answer>``-tag prompt (``prompt_style: v1.0``), as the v1.0 branch evaluates it.
+9. The paper preset's trained rows are ours, not the authors': the controlled 2D-only baseline (the
+   README's unreleased "Qwen2.5-VL-3B-Instruct-135K") is notebook 03's v1.1-135K recipe with ``connector:
+   none``, and SFT vs. SFT + cold start + GRPO compares notebook 03's and notebook 04's checkpoints (the
+   authors released no GRPO model; their GRPO code is unreleased). The 32-frame cells are test-time only, like
+   item 5's 8-frame cells. A checkpoint entry's own ``prompt_style`` / ``max_new_tokens`` replaces item 8's
+   single prompt for that checkpoint (the GRPO model answers in ``<think>…</think><answer>…</answer>``).
 """
 
 from __future__ import annotations
@@ -84,16 +110,22 @@ __all__ = [
     "vggt_frames_cache",
     "run_variant",
     "run_ablations",
+    "load_checkpoint",
+    "local_checkpoint",
     "summarize",
     "aggregate",
     "aggregated_markdown",
     "write_tables",
     "CONNECTORS",
     "SAMPLINGS",
+    "STAGES",
 ]
 
 CONNECTORS = ("none", "mlp_add", "mlp2_add")
 SAMPLINGS = ("uniform", "space_aware")
+STAGES = ("base", "sft", "sft+cold_start+grpo")  # training stages a checkpoint went through (train mode: sft)
+CHECKPOINT_KEYS = ("name", "path", "connector")  # required keys of a `checkpoints` entry
+CHECKPOINT_OPTIONAL_KEYS = ("stage", "prompt_style", "max_new_tokens")
 CACHE_SUBDIR = "ablations/frames_cache"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -118,7 +150,7 @@ class AblationConfig(StageConfig):
     connectors: list[str] = field(default_factory=lambda: list(CONNECTORS), metadata={
         "help": "train mode: none (2D-only Qwen2.5-VL), mlp_add (official v1.1), mlp2_add (v1.0)"})
     samplings: list[str] = field(default_factory=lambda: list(SAMPLINGS), metadata={
-        "help": "uniform (Qwen's linspace) and/or space_aware (greedy max voxel coverage, paper §3.3)"})
+        "help": "uniform (Qwen's linspace) and/or space_aware (greedy max voxel coverage, paper §3.2)"})
     frames: list[int] = field(default_factory=lambda: [8, 16], metadata={
         "help": "frames per video, for training and evaluation (paper: 16; its sampler ablation also 8)"})
     space_aware_source: Literal["ground_truth", "vggt"] = field(default="ground_truth", metadata={
@@ -146,9 +178,18 @@ class AblationConfig(StageConfig):
     build_data_if_missing: bool = field(default=True, metadata={
         "help": "train mode: build notebook 01's tiny dataset when train_file is missing"})
     min_pixels: int = field(default=28 * 28, metadata={
-        "help": "per-frame pixel lower bound (paper: 293216)"})
+        "help": "per-frame pixel lower bound (paper: 100352, qwen-vl-utils' default, which the official "
+                "evaluation uses; 293216 is the official TRAINING script's)"})
     max_pixels: int = field(default=4704, metadata={
-        "help": "per-frame pixel upper bound (paper: 324576; tiny 4704: 112×84 frames → 56×56)"})
+        "help": "per-frame pixel upper bound (paper: 602112, qwen-vl-utils' default, the official evaluation's; "
+                "324576 is the official training script's; tiny 4704: 112×84 frames → 56×56)"})
+    pixel_preset: Literal["official_train", "official_eval"] | None = field(default=None, metadata={
+        "help": "how videos become frames (SpatialMLLMProcessor): paper: official_eval, the official evaluation "
+                "(eval_vsibench.py passes only nframes to qwen-vl-utils; space-aware frames as its PNG list)"})
+    second_per_grid_t: float | None = field(default=None, metadata={
+        "help": "seconds per temporal patch in M-RoPE; None = the preset's, or the sampled fps's (paper: 1.0, "
+                "the official EVALUATION value: no fps reaches transformers 4.51.3's processor, which "
+                "assumes 2.0; official training uses 0.5)"})
     # ---- training budget (train mode; identical for every variant) ------------------------------------
     model_name_or_path: str = field(default="tiny", metadata={
         "help": "train mode: 'tiny' or a Qwen2.5-VL id/path (with sft_overrides.vggt_name_or_path for the "
@@ -165,15 +206,19 @@ class AblationConfig(StageConfig):
     keep_checkpoints: bool = field(default=False, metadata={
         "help": "keep each run's trained model under ablations/<run>/ (tiny: off, ~7 MB a run)"})
     # ---- evaluate mode --------------------------------------------------------------------------------
-    checkpoints: list[dict[str, str]] = field(default_factory=list, metadata={
-        "help": "evaluate mode: [{name, path (hub id or folder), connector}] — paper: Spatial-MLLM v1.1 "
-                "(mlp_add), v1.0 subset-sft (mlp2_add), Qwen2.5-VL-3B-Instruct (none, the 2D-only row)"})
+    checkpoints: list[dict[str, str | int]] = field(default_factory=list, metadata={
+        "help": "evaluate mode: [{name, path (hub id or folder), connector, optional stage (base | sft | "
+                "sft+cold_start+grpo), prompt_style, max_new_tokens}] — paper: Spatial-MLLM v1.1 (mlp_add), "
+                "v1.0 subset-sft (mlp2_add), Qwen2.5-VL-3B-Instruct (none), the 2D-only SFT baseline (none), "
+                "this project's SFT and GRPO checkpoints"})
     # ---- evaluation -----------------------------------------------------------------------------------
     eval_limit: int | None = field(default=40, metadata={
         "help": "score N questions of eval_source, stratified: taken round-robin over the question types in "
                 "id order (tiny: 40; paper: null = all)"})
     eval_batch_size: int = field(default=20, metadata={"help": "questions per generate call"})
-    eval_max_new_tokens: int = field(default=16, metadata={"help": "greedy decoding budget (lmms-eval: 16)"})
+    eval_decoding: Literal["greedy", "official"] = field(default="greedy", metadata={
+        "help": "greedy (lmms-eval) or official (Spatial-MLLM's evaluation: temperature 0.1, top_p 0.001, seeded)"})
+    eval_max_new_tokens: int = field(default=16, metadata={"help": "decoding budget (lmms-eval: 16; official: 1024)"})
     eval_prompt_style: Literal["sft", "lmms_eval"] = field(default="sft", metadata={
         "help": "sft = the training prompt (Spatial-MLLM's eval script); lmms_eval adds its pre-prompt"})
     # ---- statistics -----------------------------------------------------------------------------------
@@ -221,9 +266,17 @@ class AblationConfig(StageConfig):
                 raise ValueError("evaluate mode needs `checkpoints`: [{name, path, connector}, ...]")
             names = []
             for i, c in enumerate(self.checkpoints):
-                missing = {"name", "path", "connector"} - set(c)
-                if missing or set(c) - {"name", "path", "connector"}:
-                    raise ValueError(f"checkpoints[{i}] needs exactly the keys name, path, connector; got {sorted(c)}")
+                missing = set(CHECKPOINT_KEYS) - set(c)
+                if missing or set(c) - set(CHECKPOINT_KEYS) - set(CHECKPOINT_OPTIONAL_KEYS):
+                    raise ValueError(f"checkpoints[{i}] needs the keys name, path, connector (optional: "
+                                     f"{', '.join(CHECKPOINT_OPTIONAL_KEYS)}); got {sorted(c)}")
+                if not all(isinstance(c[k], str) for k in (*CHECKPOINT_KEYS, "stage", "prompt_style") if k in c):
+                    raise ValueError(f"checkpoints[{i}]: name, path, connector, stage and prompt_style are strings")
+                if c.get("stage", "sft") not in STAGES:
+                    raise ValueError(f"checkpoints[{i}]: stage {c['stage']!r} not in {list(STAGES)}")
+                budget = c.get("max_new_tokens")
+                if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+                    raise ValueError(f"checkpoints[{i}]: max_new_tokens must be an int >= 1, got {budget!r}")
                 if c["connector"] not in CONNECTORS:
                     raise ValueError(f"checkpoints[{i}]: connector {c['connector']!r} not in {list(CONNECTORS)}")
                 if not _NAME_RE.match(c["name"]):
@@ -232,6 +285,8 @@ class AblationConfig(StageConfig):
                 names.append(c["name"])
             if len(set(names)) != len(names):
                 raise ValueError(f"checkpoint names must be unique, got {names}")
+            for v in build_grid(self)[:: len(self.samplings) * len(self.frames)]:  # one run per checkpoint
+                self.eval_config(v)  # a per-checkpoint prompt_style / max_new_tokens EvalConfig rejects fails here
 
     _GRID_FIELDS = ("output_dir", "seed", "connector", "num_frames", "frames_cache", "data_dir", "train_file",
                     "video_root", "model_name_or_path", "num_processes")
@@ -286,7 +341,8 @@ class AblationConfig(StageConfig):
             "seed": variant.seed, "connector": variant.connector, "num_frames": variant.frames,
             "frames_cache": cache, "data_dir": str(self.resolved_data_dir()), "train_file": self.train_file,
             "video_root": str(self.resolved_video_root()), "model_name_or_path": self.model_name_or_path,
-            "min_pixels": self.min_pixels, "max_pixels": self.max_pixels, "max_steps": self.max_steps,
+            "min_pixels": self.min_pixels, "max_pixels": self.max_pixels, "pixel_preset": self.pixel_preset,
+            "second_per_grid_t": self.second_per_grid_t, "max_steps": self.max_steps,
             "global_batch_size": self.global_batch_size,
             "per_device_train_batch_size": self.per_device_train_batch_size,
             "learning_rate": self.learning_rate, "mm_projector_lr": self.mm_projector_lr,
@@ -298,11 +354,18 @@ class AblationConfig(StageConfig):
         from spatial_mllm.eval.vsibench import EvalConfig
 
         cache = str(self.frames_cache_path(variant.frames)) if variant.sampling == "space_aware" else None
-        return EvalConfig(
+        ec = EvalConfig(
             output_dir=str(self.out() / "eval" / variant.name), source=self.resolved_eval_source(),
             split=self.eval_split, revision=self.eval_revision, video_root=str(self.resolved_video_root()),
             prompt_style=self.eval_prompt_style, num_frames=variant.frames, frames_cache=cache,
-            batch_size=self.eval_batch_size, max_new_tokens=self.eval_max_new_tokens, seed=variant.seed)
+            batch_size=self.eval_batch_size, decoding=self.eval_decoding, max_new_tokens=self.eval_max_new_tokens,
+            seed=variant.seed)
+        # a checkpoint's own prompt / budget (evaluate mode), e.g. the think prompt of a GRPO model
+        own = {k: v for k, v in (("prompt_style", variant.prompt_style), ("max_new_tokens", variant.max_new_tokens))
+               if v is not None}
+        if variant.prompt_style is not None:
+            own["extract_answer"] = variant.prompt_style in ("think", "v1.0")  # the <answer>-tag prompts
+        return ec.replace(**own) if own else ec
 
     def eval_rows(self) -> list[dict]:
         """The scored VSI-Bench rows: all of ``eval_source``, or with ``eval_limit`` a stratified subset —
@@ -344,6 +407,9 @@ class Variant:
     seed: int
     model: str | None = None
     path: str | None = None
+    stage: str = "sft"  # STAGES; train mode always trains SFT only
+    prompt_style: str | None = None  # evaluate mode: the checkpoint's own prompt (None = eval_prompt_style)
+    max_new_tokens: int | None = None  # evaluate mode: the checkpoint's own budget (None = eval_max_new_tokens)
 
     @property
     def name(self) -> str:
@@ -353,7 +419,7 @@ class Variant:
         return f"05_{self.model}_{self.sampling}_f{self.frames}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run": self.name, "model": self.model or "tiny", "connector": self.connector,
+        return {"run": self.name, "model": self.model or "tiny", "connector": self.connector, "stage": self.stage,
                 "sampling": self.sampling, "frames": self.frames, "seed": self.seed}
 
 
@@ -363,7 +429,8 @@ def build_grid(cfg: AblationConfig) -> list[Variant]:
     if cfg.mode == "train":
         return [Variant(c, s, f, seed) for seed, c, s, f in
                 itertools.product(cfg.seeds, cfg.connectors, cfg.samplings, cfg.frames)]
-    return [Variant(ck["connector"], s, f, cfg.seed, model=ck["name"], path=ck["path"])
+    return [Variant(ck["connector"], s, f, cfg.seed, model=ck["name"], path=ck["path"], stage=ck.get("stage", "sft"),
+                    prompt_style=ck.get("prompt_style"), max_new_tokens=ck.get("max_new_tokens"))
             for ck, s, f in itertools.product(cfg.checkpoints, cfg.samplings, cfg.frames)]
 
 
@@ -537,35 +604,57 @@ def run_variant(cfg: AblationConfig, v: Variant, *, model=None, processor=None, 
     return scores
 
 
+def local_checkpoint(path: str) -> Path | None:
+    """The folder of a local checkpoint path (resolved from the project root), or None for a hub id. A path
+    is local when it exists, starts with ``.``, ``/`` or ``~``, or has more than one ``/`` (a hub id is
+    ``owner/name``)."""
+    p = resolve_path(path)
+    if p.exists() or str(path).startswith((".", "/", "~")) or str(path).count("/") > 1:
+        return p
+    return None
+
+
 def load_checkpoint(cfg: AblationConfig, v: Variant):
-    """Evaluate mode: ``(model, processor)`` of a released checkpoint (bf16 on CUDA, fp32 on CPU); its
-    connector must be the one ``checkpoints`` claims."""
+    """Evaluate mode: ``(model, processor)`` of a checkpoint — hub id or local folder — (bf16 on CUDA, fp32 on
+    CPU); its connector must be the one ``checkpoints`` claims."""
     import torch
 
     from spatial_mllm.models.modeling import SpatialMLLMForConditionalGeneration
     from spatial_mllm.models.processing import SpatialMLLMProcessor
 
     dev = _device()
+    local = local_checkpoint(v.path)
+    src = str(local) if local is not None else v.path
     model = SpatialMLLMForConditionalGeneration.from_pretrained(
-        v.path, dtype=torch.bfloat16 if dev == "cuda" else torch.float32).to(dev).eval()
+        src, dtype=torch.bfloat16 if dev == "cuda" else torch.float32).to(dev).eval()
     kind = model.config.connector_config["type"]
     if kind != v.connector:
         raise ValueError(f"checkpoint {v.model} ({v.path}) has connector {kind!r}, params say {v.connector!r}")
-    processor = SpatialMLLMProcessor.from_pretrained(v.path, num_frames=max(cfg.frames), min_pixels=cfg.min_pixels,
-                                                     max_pixels=cfg.max_pixels)
+    processor = SpatialMLLMProcessor.from_pretrained(src, num_frames=max(cfg.frames), min_pixels=cfg.min_pixels,
+                                                     max_pixels=cfg.max_pixels, pixel_preset=cfg.pixel_preset,
+                                                     second_per_grid_t=cfg.second_per_grid_t)
     return model, processor
 
 
 def run_ablations(cfg: AblationConfig, *, log=print) -> list[dict]:
     """Run every variant of :func:`build_grid` that has no ``scores.json`` yet (resume), building the data
     (train mode, when missing) and the space-aware frames caches first. Returns one status dict per run
-    (``run``, ``status`` ∈ {ran, skipped}, ``seconds``)."""
+    (``run``, ``status`` ∈ {ran, skipped, missing}, ``seconds``); ``missing``: evaluate mode, a local
+    checkpoint folder that does not exist (yet), noted through ``log``."""
     if cfg.mode == "train":
         from spatial_mllm.train.sft import ensure_training_data
 
         ensure_training_data(cfg.sft_config(build_grid(cfg)[0]).replace(seed=cfg.seed))
     grid = build_grid(cfg)
-    todo = [v for v in grid if not _done(cfg, v)]
+    absent = set()
+    if cfg.mode == "evaluate":
+        for ck in cfg.checkpoints:
+            local = local_checkpoint(ck["path"])
+            if local is not None and not local.is_dir():
+                absent.add(ck["name"])
+                log(f"checkpoint {ck['name']}: {local} not found (train it first); its runs are skipped")
+    grid_todo = [v for v in grid if v.model not in absent]
+    todo = [v for v in grid_todo if not _done(cfg, v)]
     if "space_aware" in cfg.samplings and todo:
         for k in sorted({v.frames for v in todo if v.sampling == "space_aware"}):
             space_aware_frames_cache(cfg, k)
@@ -574,6 +663,9 @@ def run_ablations(cfg: AblationConfig, *, log=print) -> list[dict]:
     for i, v in enumerate(grid):
         if _done(cfg, v):
             statuses.append({"run": v.name, "status": "skipped", "seconds": 0.0})
+            continue
+        if v.model in absent:
+            statuses.append({"run": v.name, "status": "missing", "seconds": 0.0})
             continue
         t0 = time.perf_counter()
         model = processor = None
@@ -596,7 +688,7 @@ def run_ablations(cfg: AblationConfig, *, log=print) -> list[dict]:
 
 
 def summarize(cfg: AblationConfig):
-    """One row per finished run: run, model, connector, sampling, frames, seed, overall_micro,
+    """One row per finished run: run, model, connector, stage, sampling, frames, seed, overall_micro,
     overall_macro, the 8 task scores (NaN where a task has no question), num_questions, train_loss,
     train_steps. Runs without ``scores.json`` are left out."""
     import pandas as pd
@@ -614,16 +706,16 @@ def summarize(cfg: AblationConfig):
                      **{t: s["per_task"].get(t, math.nan) for t in TASKS},
                      "num_questions": s.get("num_questions"), "train_loss": info.get("train_loss"),
                      "train_steps": info.get("train_steps")})
-    cols = ["run", "model", "connector", "sampling", "frames", "seed", "overall_micro", "overall_macro",
+    cols = ["run", "model", "connector", "stage", "sampling", "frames", "seed", "overall_micro", "overall_macro",
             *TASKS, "num_questions", "train_loss", "train_steps"]
     return pd.DataFrame(rows, columns=cols)
 
 
-GROUP_KEYS = ("model", "connector", "sampling", "frames")
+GROUP_KEYS = ("model", "connector", "stage", "sampling", "frames")
 
 
 def aggregate(runs, *, level: float = 0.95, method: str = "t", n_boot: int = 10000, seed: int = 0):
-    """Long table over seeds: one row per (model, connector, sampling, frames, metric) with ``n``, ``mean``,
+    """Long table over seeds: one row per (model, connector, stage, sampling, frames, metric) with ``n``, ``mean``,
     ``std``, ``ci_low``, ``ci_high`` (:func:`mean_ci`). Metrics: overall_micro, overall_macro and each task
     with at least one score."""
     import pandas as pd

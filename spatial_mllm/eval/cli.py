@@ -3,6 +3,7 @@
     spatial-mllm evaluate vsibench --model PATH_OR_ID|tiny|chance|frequency \\
         --data nyu-visionx/VSI-Bench|rows.jsonl|rows.parquet|clone/ --video-root DIR \\
         [--frames 16] [--frames-cache cache.json] [--out outputs/eval/NAME] [--limit N] \\
+        [--decoding official|greedy] [--prompt-style auto|v1.1|v1.0|sft|lmms_eval|think] \\
         [--params eval.yaml] [--set key=value ...]
     spatial-mllm evaluate scanqa --model ... --annotations ScanQA_v1.0_val.json --video-root DIR
     spatial-mllm evaluate sqa3d  --model ... --data v1_balanced_questions_test_scannetv2.json \\
@@ -20,7 +21,13 @@ predictions: the loop's resume check covers the questions, not the weights, so a
 Predictors (``--model``):
 
 * a checkpoint folder or hub id (official Spatial-MLLM checkpoints and our saves), or ``tiny`` (the
-  random-init CPU preset): :class:`~spatial_mllm.eval.model_predict.ModelPredictor`, greedy decoding;
+  random-init CPU preset): :class:`~spatial_mllm.eval.model_predict.ModelPredictor`, decoding as
+  ``--decoding`` says (default greedy, lmms-eval's; ``official`` = Spatial-MLLM's evaluation scripts: sampling
+  with temperature 0.1 and top_p 0.001, 1024 new tokens on VSI-Bench, seeded with ``--seed``). Released
+  checkpoints are scored as their authors did with ``--decoding official --prompt-style auto`` (``auto``: the
+  ``<answer>``-tag v1.0 prompt for ``Diankun/Spatial-MLLM-subset-sft``, the v1.1 prompt for the v1.1 models
+  and Qwen2.5-VL-3B-Instruct; :mod:`spatial_mllm.eval.prompts`); baselines ignore the prompt (``auto`` →
+  ``v1.1``);
 * ``frequency``: VSI-Bench's "Chance Level (Frequency)" — most frequent letter / mean number per question
   type — fitted on ``--fit`` rows, by default on the evaluated benchmark itself (as the VSI-Bench paper
   does); for ScanQA/SQA3D the most frequent answer per first question word;
@@ -49,7 +56,8 @@ BASELINES = ("chance", "frequency")
 _FLAG_FIELDS = {
     "data": "source", "annotations": "annotations", "video_root": "video_root", "frames": "num_frames",
     "frames_cache": "frames_cache", "out": "output_dir", "limit": "limit", "batch_size": "batch_size",
-    "max_new_tokens": "max_new_tokens", "prompt_style": "prompt_style", "split": "split", "subset": "subset",
+    "max_new_tokens": "max_new_tokens", "prompt_style": "prompt_style", "decoding": "decoding", "split": "split",
+    "subset": "subset",
     "revision": "revision", "seed": "seed", "score_rule": "score_rule", "extract_answer": "extract_answer",
 }  # fmt: skip
 
@@ -84,9 +92,15 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default outputs/eval/<benchmark>_<model>)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions")
     p.add_argument("--batch-size", type=int, default=None, help="questions per predict call")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="greedy decoding budget (lmms-eval: 16)")
-    p.add_argument("--prompt-style", choices=["lmms_eval", "sft", "think"], default=None,
-                   help="VSI-Bench prompt (default lmms_eval)")
+    p.add_argument("--decoding", choices=["official", "greedy"], default=None,
+                   help="official: Spatial-MLLM's eval scripts (sampling, temperature 0.1, top_p 0.001, seeded); "
+                        "greedy: lmms-eval's (default)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="token budget (default: official 1024 on VSI-Bench, 256 on ScanQA/SQA3D; greedy 16, "
+                        "1024 for the v1.0/think prompts)")
+    p.add_argument("--prompt-style", choices=["auto", "v1.1", "v1.0", "sft", "lmms_eval", "think"], default=None,
+                   help="VSI-Bench prompt set (default v1.1; auto = the checkpoint's own, see "
+                        "spatial_mllm.eval.prompts)")
     p.add_argument("--extract-answer", action="store_true", default=None,
                    help="score the <answer>…</answer> content (reasoning outputs)")
     p.add_argument("--score-rule", choices=["lmms_eval", "spatial_mllm"], default=None,
@@ -94,7 +108,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default=None, help="dataset split for hub/clone sources (default test)")
     p.add_argument("--subset", default=None, help="hub config name (newer VSI-Bench revisions)")
     p.add_argument("--revision", default=None, help="hub commit to pin (recorded in run.json)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the chance baseline")
+    p.add_argument("--seed", type=int, default=None, help="seed of the chance baseline and of sampled decoding")
     p.add_argument("--fit", default=None,
                    help="baselines: rows to fit on (VSI-Bench rows file, or a ScanQA annotation file); "
                         "default: the evaluated rows (frequency), none (chance)")
@@ -117,7 +131,9 @@ def _slug(text: str) -> str:
 
 
 def build_eval_config(args: argparse.Namespace):
-    """The :class:`~spatial_mllm.eval.vsibench.EvalConfig` of parsed ``evaluate`` arguments.
+    """The :class:`~spatial_mllm.eval.vsibench.EvalConfig` of parsed ``evaluate`` arguments, with
+    ``prompt_style: auto`` resolved for ``--model`` (:meth:`~spatial_mllm.eval.vsibench.EvalConfig.for_checkpoint`;
+    a baseline gets ``v1.1``, whose prompts it never reads).
 
     Raises :class:`~spatial_mllm.config.ConfigError` naming a bad key or value."""
     from spatial_mllm.eval.vsibench import VSIBENCH_HUB_ID, EvalConfig
@@ -145,7 +161,13 @@ def build_eval_config(args: argparse.Namespace):
             raise ConfigError(f"--set {item!r} is not of the form key=value")
         k, _, v = item.partition("=")
         data[k.strip()] = yaml.safe_load(v)
-    return EvalConfig.from_dict(data, source=src)
+    cfg = EvalConfig.from_dict(data, source=src)
+    if cfg.prompt_style == "auto" and args.model in BASELINES:
+        return cfg.replace(prompt_style="v1.1")
+    try:
+        return cfg.for_checkpoint(args.model)
+    except ValueError as e:
+        raise ConfigError(f"{src}: {e}") from e
 
 
 def load_rows(cfg) -> list[dict]:
@@ -186,7 +208,8 @@ def build_predictor(model: str, cfg, rows: list[dict], *, fit: str | None = None
 
     m, processor = load_model_and_processor(model, device, dtype)
     processor.num_frames = cfg.num_frames
-    return ModelPredictor(m, processor, cfg.generation_kwargs()), {"model": model, "dtype": str(m.dtype)}
+    return ModelPredictor(m, processor, cfg.generation_kwargs(), seed=cfg.seed), {"model": model,
+                                                                                  "dtype": str(m.dtype)}
 
 
 def _check_predictor(out: Path, desc: dict, overwrite: bool) -> None:

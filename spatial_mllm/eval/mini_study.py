@@ -19,7 +19,7 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    steps, batch, learning rates, training rows and row order; the seed sets the LLM's and connector's
    init and the row order, identically across variants. Both encoders stay frozen, as in the paper.
 4. **Test-time sampling** — every trained model is scored with uniform frames and with space-aware frames
-   (greedy maximum voxel coverage, paper §3.3) at the same budget ``num_frames``. The space-aware frames
+   (greedy maximum voxel coverage, paper §3.2) at the same budget ``num_frames``. The space-aware frames
    come from the pretrained mini VGGT's point head (``space_aware_source: vggt``, the paper's pipeline in
    miniature) or from the rendered depth (``ground_truth``). A third condition, ``other_room``, shows each
    question the uniform frames of *another* held-out room (:func:`other_room_rows`): the blind control for

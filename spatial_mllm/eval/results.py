@@ -13,13 +13,21 @@ status, git sha), and notebook 05's ``<output_dir>/tables/05_ablations.csv`` whe
 * :func:`markdown_table` / :func:`latex_table` — our own small writers (no ``tabulate``, no jinja2);
 * :func:`plot_vsibench_bars` / :func:`plot_ablation_bars` / :func:`save_figure_formats` — PNG + PDF.
 
-Reported numbers (:data:`REPORTED_VSIBENCH`, :data:`REPORTED_QA`) are the paper's, typed in by hand, never
-computed here. Provenance: the arXiv page of the paper (2505.23747) was not readable from where this was
-written; the values and the column order come from two independent transcriptions of the paper's Table 1
-(a paper that reprints the row with its full VSI-Bench header — whose GPT-4o row matches VSI-Bench's own
-table in the same order — and a reading note of Spatial-MLLM), and Table 2 from the latter only. The
-paper's 48.4 is the mean over questions (micro); the mean of its 8 task scores is 46.95 (cited as 47.0 by
-later papers) — :data:`REPORTED_VSIBENCH` keeps both, and ``tests/test_results.py`` checks the arithmetic.
+Reported numbers (:data:`REPORTED_VSIBENCH`, :data:`REPORTED_QA`) are typed in by hand, never computed here:
+
+* the paper (Wu et al. 2025, arXiv 2505.23747), Table 1 (VSI-Bench: Spatial-MLLM-4B and the Qwen2.5-VL-3B
+  baseline, per task in the column order Obj. Count, Abs. Dist., Obj. Size, Room Size, Rel. Dist., Rel. Dir.,
+  Route Plan, Appr. Order — VSI-Bench's own, = :data:`~spatial_mllm.eval.vsibench.TASKS`) and Table 2
+  (ScanQA val, SQA3D test). The paper's "Avg." is the mean over questions (micro): 48.4 and 30.6, while the
+  means of the 8 task scores are 46.95 and 28.84; :data:`REPORTED_VSIBENCH` keeps the printed micro value,
+  the macro is computed from the tasks, and ``tests/test_results.py`` checks that the question-weighted mean
+  of the task scores (VSI-Bench's questions per task) gives the printed averages.
+* the official repository's ``README.md`` on ``master`` (Spatial-MLLM v1.1, 16 frames, its own
+  ``eval_vsibench.py``: v1.1 prompt, temperature 0.1 / top_p 0.001 sampling, its ``clean_text`` + ``vsi_reward``
+  scoring, VSI-Bench's ``full`` config): micro and macro averages only ("All"; its macro is the mean of the 8
+  tasks with the three relative-direction types merged first, as ours), uniform frames or "SA Sampling"
+  (pre-sampled space-aware frames). These are not the paper's numbers: other checkpoints (trained on 135K or
+  820K samples, SFT only), another evaluation script.
 """
 
 from __future__ import annotations
@@ -43,7 +51,10 @@ __all__ = [
     "REPORTED_VSIBENCH",
     "REPORTED_QA",
     "REPORTED_NOTES",
+    "PAPER_TABLE1",
+    "README_V11",
     "reported_vsibench_macro",
+    "reported_row_name",
     "collect_scores",
     "runs_summary",
     "vsibench_table",
@@ -72,11 +83,55 @@ MACRO, MICRO = "Avg. (macro)", "Avg. (micro)"
 QA_METRICS = {"BLEU-1": "BLEU-1", "BLEU-4": "BLEU-4", "METEOR": "METEOR", "ROUGE-L": "ROUGE-L", "CIDEr": "CIDEr",
               "EM": "EM-1", "EM_refined": "EM-R1"}
 
+PAPER_TABLE1 = "reported (paper Table 1)"
+README_V11 = "reported (official README, master)"
+_README = ("reported: official repository README.md, master (v1.1), VSI-Bench 16 frames, "
+           "src/evaluation/vsibench/eval_vsibench.py")
+# rows: "label" (the table's source column), "source" (citation), "per_task" (when printed), "overall_micro",
+# "overall_macro" (when printed without tasks; else the task mean), README rows also "micro_acc"/"micro_mra"/
+# "macro_acc"/"macro_mra" (its Acc = multiple choice, MRA = numerical questions)
 REPORTED_VSIBENCH: dict[str, dict] = {
     "Spatial-MLLM-4B": {
+        "label": PAPER_TABLE1,
         "source": "reported: Wu et al. 2025, Table 1 (16 frames, space-aware sampling, SFT + GRPO)",
         "per_task": dict(zip(TASKS, (65.3, 34.8, 63.1, 45.1, 41.3, 46.2, 33.5, 46.3))),
         "overall_micro": 48.4,  # the paper's "Avg.": mean over the ~5k questions
+    },
+    "Qwen2.5-VL-3B": {
+        "label": PAPER_TABLE1,
+        "source": "reported: Wu et al. 2025, Table 1 (the base model, open-source baselines)",
+        "per_task": dict(zip(TASKS, (24.3, 24.7, 31.7, 22.6, 38.3, 41.6, 26.3, 21.2))),
+        "overall_micro": 30.6,  # "Avg.", per question as the Spatial-MLLM row
+    },
+    "Qwen2.5-VL-3B-Instruct": {
+        "label": README_V11, "source": _README + " (the base model)",
+        "overall_micro": 27.86, "overall_macro": 27.25,
+        "micro_acc": 35.42, "micro_mra": 20.72, "macro_acc": 32.84, "macro_mra": 21.65,
+    },
+    "Qwen2.5-VL-3B-Instruct-135K": {
+        "label": README_V11, "source": _README + " (the base model fine-tuned on the 135K data, no VGGT)",
+        "overall_micro": 49.84, "overall_macro": 49.64,
+        "micro_acc": 46.91, "micro_mra": 52.60, "macro_acc": 46.47, "macro_mra": 52.81,
+    },
+    "Spatial-MLLM-v1.1-Instruct-135K": {
+        "label": README_V11, "source": _README + " (uniform frames)",
+        "overall_micro": 51.13, "overall_macro": 50.48,
+        "micro_acc": 49.28, "micro_mra": 52.88, "macro_acc": 47.07, "macro_mra": 53.88,
+    },
+    "Spatial-MLLM-v1.1-Instruct-135K + SA sampling": {
+        "label": README_V11, "source": _README + " (space-aware frames)",
+        "overall_micro": 52.75, "overall_macro": 51.81,
+        "micro_acc": 52.13, "micro_mra": 53.33, "macro_acc": 49.15, "macro_mra": 54.46,
+    },
+    "Spatial-MLLM-v1.1-Instruct-820K": {
+        "label": README_V11, "source": _README + " (uniform frames)",
+        "overall_micro": 53.53, "overall_macro": 53.00,
+        "micro_acc": 49.56, "micro_mra": 57.27, "macro_acc": 48.60, "macro_mra": 57.39,
+    },
+    "Spatial-MLLM-v1.1-Instruct-820K + SA sampling": {
+        "label": README_V11, "source": _README + " (space-aware frames)",
+        "overall_micro": 54.24, "overall_macro": 53.43,
+        "micro_acc": 50.60, "micro_mra": 57.68, "macro_acc": 48.78, "macro_mra": 58.09,
     },
 }
 # Table 2 of the paper: ScanQA val (BLEU-1, BLEU-4, METEOR, ROUGE-L, CIDEr), SQA3D test (EM-1, EM-R1)
@@ -86,16 +141,30 @@ REPORTED_QA: dict[str, dict[str, dict[str, float]]] = {
 }
 REPORTED_QA_SOURCE = "reported: Wu et al. 2025, Table 2 (ScanQA val, SQA3D test)"
 REPORTED_NOTES = (
-    "Rows marked (reported) are the numbers printed in Wu et al. 2025 (arXiv 2505.23747), copied by hand, "
-    "not reproduced here. Table 1: Spatial-MLLM-4B, 16 frames, space-aware sampling, SFT + GRPO; its Avg. "
-    "48.4 is the mean over questions (micro); the mean of its 8 task scores is 46.95 (macro). "
-    "Table 2: ScanQA val, SQA3D test."
+    "Rows marked (reported) are copied by hand, not reproduced here. Paper rows: Wu et al. 2025 (arXiv "
+    "2505.23747), Table 1 (Spatial-MLLM-4B: 16 frames, space-aware sampling, SFT + GRPO; Qwen2.5-VL-3B: the "
+    "base model); the paper's Avg. (48.4, 30.6) is the mean over questions (micro), the mean of the 8 task "
+    "scores (46.95, 28.84) is the macro. Table 2: ScanQA val, SQA3D test. Rows marked (reported, official "
+    "README) come from the official repository's README on master: the v1.1 checkpoints (SFT only, 135K or "
+    "820K samples) and the base model scored by its own evaluation script at 16 frames, uniform or "
+    "space-aware (SA) frames; it prints only the averages, no per-task scores."
 )
 
 
+def reported_row_name(name: str) -> str:
+    """Row label of a reported VSI-Bench row: ``"<name> (reported)"`` for the paper's, ``"<name> (reported,
+    official README)"`` for the v1.1 README's."""
+    return f"{name} (reported)" if REPORTED_VSIBENCH[name]["label"] == PAPER_TABLE1 else \
+        f"{name} (reported, official README)"
+
+
 def reported_vsibench_macro(name: str = "Spatial-MLLM-4B") -> float:
-    """Mean of a reported row's 8 task scores (Spatial-MLLM-4B: 46.95; the paper's 48.4 is per question)."""
-    return float(np.mean(list(REPORTED_VSIBENCH[name]["per_task"].values())))
+    """Macro average of a reported row: the mean of its 8 task scores when printed (Spatial-MLLM-4B: 46.95;
+    the paper's 48.4 is per question), else the printed macro (README rows)."""
+    rep = REPORTED_VSIBENCH[name]
+    if rep.get("per_task"):
+        return float(np.mean(list(rep["per_task"].values())))
+    return float(rep["overall_macro"])
 
 
 @register_params("06_results")
@@ -195,6 +264,7 @@ def runs_summary(eval_dir: str | Path) -> pd.DataFrame:
             "run": path.parent.name, "benchmark": _benchmark(scores, params),
             "questions": scores.get("num_questions"), "data": params.get("source"),
             "frames": params.get("num_frames"), "prompt": params.get("prompt_style"),
+            "decoding": params.get("decoding", "greedy" if params.get("benchmark") else None),
             "predictor": json.loads(pred.read_text()).get("model") if pred.is_file() else None,
             "status": run.get("status"), "git_sha": (run.get("git_sha") or "")[:12] or None,
             "end_time": run.get("end_time"),
@@ -208,9 +278,10 @@ def _select(runs, include=("*",), exclude=()) -> list[str]:
 
 
 def vsibench_table(tidy: pd.DataFrame, *, include=("*",), exclude=(), reported: bool = True) -> pd.DataFrame:
-    """Table-1 style: rows = our VSI-Bench runs (then the reported rows), columns = the 8 tasks in the paper's
-    order, ``Avg. (macro)``, ``Avg. (micro)``, ``questions`` and ``source`` ("ours" or the citation). A task
-    a run did not have is NaN."""
+    """Table-1 style: rows = our VSI-Bench runs (then the reported rows: the paper's Table 1, then the official
+    v1.1 README's), columns = the 8 tasks in the paper's order, ``Avg. (macro)``, ``Avg. (micro)``,
+    ``questions`` and ``source`` ("ours" or where the reported row comes from). A task a run did not have,
+    or a reported row did not print, is NaN."""
     vsi = tidy[tidy["benchmark"] == "vsibench"]
     rows = {}
     for run in _select(list(dict.fromkeys(vsi["run"])), include, exclude):
@@ -221,10 +292,11 @@ def vsibench_table(tidy: pd.DataFrame, *, include=("*",), exclude=(), reported: 
         rows[run] = row
     if reported:
         for name, rep in REPORTED_VSIBENCH.items():
-            row = {TASK_LABELS[t]: rep["per_task"][t] for t in TASKS}
+            per_task = rep.get("per_task") or {}
+            row = {TASK_LABELS[t]: per_task.get(t, np.nan) for t in TASKS}
             row.update({MACRO: reported_vsibench_macro(name), MICRO: rep["overall_micro"], "questions": np.nan,
-                        "source": "reported (paper Table 1)"})
-            rows[f"{name} (reported)"] = row
+                        "source": rep["label"]})
+            rows[reported_row_name(name)] = row
     cols = [*TASK_LABELS.values(), MACRO, MICRO, "questions", "source"]
     table = pd.DataFrame.from_dict(rows, orient="index", columns=cols)
     table["questions"] = table["questions"].astype("Int64")

@@ -1,20 +1,38 @@
-"""VSI-Bench evaluation: load the benchmark, build lmms-eval's prompts, predict, score.
+"""VSI-Bench evaluation: load the benchmark, build the prompts, predict, score.
 
-Source of truth: lmms-eval's ``vsibench`` task (``lmms_eval/tasks/vsibench/vsibench.yaml`` and
-``utils.py``), which Spatial-MLLM's paper reports on.
+Sources of truth: Spatial-MLLM's own evaluation scripts for prompts and decoding (``master`` = v1.1:
+``src/evaluation/vsibench/eval_vsibench.py``; branch ``v1.0``: ``evaluate/eval_vsibench.py`` and
+``evaluate/model.py``) and lmms-eval's ``vsibench`` task (``lmms_eval/tasks/vsibench/vsibench.yaml``,
+``_default_template_yaml``, ``utils.py``) for the scores.
 
 * **Data**: ``nyu-visionx/VSI-Bench``, split ``test`` (the paper's "over 5,000" questions), through
   ``datasets.load_dataset`` with a ``revision`` to pin (set it in ``params/paper``; no hub is reachable where
   this was written, so no commit is hard-coded), a local clone of that repository, a local rows file
   (``.jsonl``/``.json``/``.parquet``), or our synthetic benchmark rows
   (:func:`spatial_mllm.data.formats.write_vsibench_rows`). Rows keep the benchmark's 7 columns.
-* **Prompt** (``prompt_style="lmms_eval"``, lmms-eval's ``vsibench_doc_to_text`` with the default kwargs):
-  numbers ``"These are frames of a video.\\n{question}\\nPlease answer the question using a single word or
-  phrase."``; choices ``"\\n".join([pre, question, "Options:\\n" + "\\n".join(options), "Answer with the
-  option's letter from the given choices directly."])``. ``"sft"`` drops the pre-prompt (Spatial-MLLM's own
-  evaluation script); ``"think"`` is the reasoning prompt of the GRPO stage
-  (:func:`spatial_mllm.data.formats.build_prompt` builds all three).
-* **Decoding**: greedy, ``max_new_tokens=16`` (the yaml's ``generation_kwargs``; raise it for ``think``).
+* **Prompt** (``prompt_style``, a named set of :mod:`spatial_mllm.eval.prompts`): ``"v1.1"`` (default;
+  Spatial-MLLM v1.1's post-prompts, no pre-prompt), ``"sft"`` (our training prompt, the same text),
+  ``"v1.0"`` (the ``<answer>``-tag prompt of ``Diankun/Spatial-MLLM-subset-sft``), ``"lmms_eval"``
+  (lmms-eval's, with the pre-prompt ``"These are frames of a video."``; only when asked for by name),
+  ``"think"`` (the GRPO stage's reasoning prompt), or ``"auto"``: the set the checkpoint's authors used
+  (:meth:`EvalConfig.for_checkpoint`; v1.0 for the subset-sft model, v1.1 for the v1.1 models and
+  Qwen2.5-VL-3B-Instruct).
+* **Decoding** (``decoding``): ``"official"`` — Spatial-MLLM's evaluation settings, ``do_sample=True,
+  temperature=0.1, top_p=0.001`` with up to 1024 new tokens on VSI-Bench (v1.1 ``eval_vsibench.py``
+  ``inference_batch``; v1.0 ``evaluate/model.py`` ``ModelConfig`` holds the same three values and its
+  ``inference_batch`` samples when ``temperature > 0``) and 256 on ScanQA (v1.1
+  ``src/evaluation/scanqa/eval_scanqa.py``; SQA3D has no official script and gets the ScanQA budget);
+  ``"greedy"`` (the dataclass default) — lmms-eval's ``generation_kwargs`` (``do_sample: false``,
+  ``num_beams: 1``), 16 new tokens, except 1024 for the ``<answer>``-tag sets (``v1.0``, ``think``), which
+  may reason first. ``max_new_tokens`` overrides the budget; a tag set below 128 tokens is an error naming
+  the key. Released checkpoints are meant to be scored with ``decoding="official"`` and ``prompt_style="auto"``
+  (``spatial-mllm evaluate vsibench --decoding official --prompt-style auto``).
+  Top-p 0.001 keeps only the most probable token whenever its probability (after temperature 0.1) is at least
+  0.001, so the official decoding is greedy in all but two cases: exact logit ties (the kept token then follows
+  ``torch.sort``'s order, not ``argmax``'s) and flat distributions (top probability below 0.001), where it
+  draws. Those draws are seeded: :class:`~spatial_mllm.eval.model_predict.ModelPredictor` seeds torch from
+  ``seed`` and the ids of each batch, in a forked RNG. Keys the official scripts do not pass (``top_k``,
+  ``repetition_penalty``) come from the checkpoint's ``generation_config.json`` in both codes.
 * **Frames**: ``num_frames`` uniform frames (the adapter reads them with
   :func:`spatial_mllm.data.video.read_video`), or the space-aware sampler's choice from a frames cache
   (JSON ``{"<dataset>/<scene_name>": [frame indices]}``) passed as ``frame_indices``.
@@ -22,7 +40,7 @@ Source of truth: lmms-eval's ``vsibench`` task (``lmms_eval/tasks/vsibench/vsibe
   ``object_rel_direction`` = mean of its easy/medium/hard types; ``overall_macro`` = mean of the 8 task
   scores (lmms-eval's ``overall``); ``overall_micro`` = mean over questions.
 
-Deviations from lmms-eval (all deliberate):
+Deviations from lmms-eval and the official scripts (all deliberate):
 
 1. Missing task types: lmms-eval (EvolvingLMMs-Lab) raises ``KeyError`` when one of the three
    relative-direction types is absent, and thinking-in-space counts an absent one as 0; here
@@ -30,7 +48,13 @@ Deviations from lmms-eval (all deliberate):
    present (a subset evaluation does not crash and is not penalised).
 2. A numeric ground truth of 0 raises ``ValueError`` naming the row (lmms-eval: ``ZeroDivisionError``).
 3. Scores are percentages (lmms-eval aggregates fractions and the paper prints ×100).
-4. ``extract_answer=True`` scores the ``<answer>`` content of reasoning outputs (not in lmms-eval).
+4. ``extract_answer=True`` scores the ``<answer>`` content of reasoning outputs (not in lmms-eval; the
+   official scripts' ``clean_text`` does the same). The tag sets require it.
+5. The default prompt is Spatial-MLLM's (``"v1.1"``), not lmms-eval's; the default decoding is lmms-eval's
+   greedy one (``"official"`` must be named). The official scripts neither seed their sampling nor record
+   it; we seed it (see Decoding).
+6. The resume fingerprint of a prediction covers the prompt set's name and the decoding settings besides the
+   prompt text and frames: resuming with another decoding is refused instead of mixing predictions.
 """
 
 from __future__ import annotations
@@ -47,11 +71,13 @@ import numpy as np
 
 from spatial_mllm.config import StageConfig, resolve_path
 from spatial_mllm.data import formats
+from spatial_mllm.eval import prompts
 from spatial_mllm.eval.loop import Predictor, evaluate_items
 from spatial_mllm.eval.metrics import score_answer
 
 __all__ = [
     "EvalConfig",
+    "DECODINGS",
     "VSIBENCH_HUB_ID",
     "QUESTION_TYPES",
     "TASKS",
@@ -73,7 +99,20 @@ TASKS = (
     "object_counting", "object_abs_distance", "object_size_estimation", "room_size_estimation",
     "object_rel_distance", "object_rel_direction", "route_planning", "obj_appearance_order",
 )  # fmt: skip
-GENERATION_DEFAULTS = {"max_new_tokens": 16, "do_sample": False, "num_beams": 1}  # vsibench.yaml
+GENERATION_DEFAULTS = {"max_new_tokens": 16, "do_sample": False, "num_beams": 1}  # lmms-eval vsibench.yaml
+# ``generate`` settings per decoding, without the token budget (EvalConfig.resolved_max_new_tokens adds it)
+DECODINGS = {
+    # Spatial-MLLM v1.1 eval_vsibench.py / eval_scanqa.py inference_batch; v1.0 evaluate/model.py ModelConfig
+    "official": {"do_sample": True, "temperature": 0.1, "top_p": 0.001},
+    # lmms-eval vsibench _default_template_yaml generation_kwargs (temperature 0, top_p 1.0 are no-ops when greedy)
+    "greedy": {"do_sample": False, "num_beams": 1},
+}
+# max_new_tokens of the official decoding per benchmark: VSI-Bench 1024 (v1.1 and v1.0), ScanQA 256 (v1.1
+# eval_scanqa.py); SQA3D has no official script and gets ScanQA's budget
+OFFICIAL_MAX_NEW_TOKENS = {"vsibench": 1024, "scanqa": 256, "sqa3d": 256}
+GREEDY_MAX_NEW_TOKENS = 16  # lmms-eval vsibench.yaml; the <answer>-tag prompt sets get TAGGED_MAX_NEW_TOKENS
+TAGGED_MAX_NEW_TOKENS = 1024
+MIN_TAGGED_NEW_TOKENS = 128  # below this a <think>/<answer> output is cut before its answer
 
 
 @dataclass
@@ -98,15 +137,26 @@ class EvalConfig(StageConfig):
     video_root: str | None = field(
         default="outputs/tiny/data", metadata={"help": "videos: <root>/<dataset>/<scene>.mp4 (VSI-Bench) or <root>/<dataset>/<scene>/video.mp4 (ours)"}
     )  # fmt: skip
-    prompt_style: Literal["lmms_eval", "sft", "think"] = field(
-        default="lmms_eval", metadata={"help": "VSI-Bench prompt: lmms-eval's, Spatial-MLLM's eval script (no pre-prompt), or reasoning"}
+    prompt_style: Literal["v1.1", "sft", "v1.0", "lmms_eval", "think", "auto"] = field(
+        default="v1.1", metadata={"help": "VSI-Bench prompt set (eval.prompts): v1.1 = Spatial-MLLM master's eval "
+                                          "script (= sft, our training prompt), v1.0 = the <answer>-tag prompt of "
+                                          "Spatial-MLLM-subset-sft, lmms_eval, think (GRPO reasoning), auto = the "
+                                          "evaluated checkpoint's own set (for_checkpoint)"}
+    )  # fmt: skip
+    decoding: Literal["official", "greedy"] = field(
+        default="greedy", metadata={"help": "official = Spatial-MLLM's eval scripts (sampling, temperature 0.1, "
+                                            "top_p 0.001, 1024 new tokens on VSI-Bench, seeded here); greedy = "
+                                            "lmms-eval's (16 new tokens; 1024 for the <answer>-tag prompts)"}
     )  # fmt: skip
     num_frames: int = field(default=16, metadata={"help": "uniform frames per video (paper: 16)"})
     frames_cache: str | None = field(
         default=None, metadata={"help": "JSON {'<dataset>/<scene>': [frame indices]} from the space-aware sampler"}
     )
     batch_size: int = field(default=1, metadata={"help": "items per predict() call"})
-    max_new_tokens: int = field(default=16, metadata={"help": "greedy decoding budget (lmms-eval vsibench.yaml: 16)"})
+    max_new_tokens: int | None = field(
+        default=None, metadata={"help": "new-token budget; null = the decoding's (official: 1024 VSI-Bench, 256 "
+                                        "ScanQA/SQA3D; greedy: 16, or 1024 for the v1.0/think prompts)"}
+    )  # fmt: skip
     extract_answer: bool = field(default=False, metadata={"help": "score the <answer>…</answer> content (reasoning outputs)"})
     score_rule: Literal["lmms_eval", "spatial_mllm"] = field(
         default="lmms_eval", metadata={"help": "VSI-Bench parsing rules: lmms-eval's (reported) or the Spatial-MLLM repo's"}
@@ -115,7 +165,7 @@ class EvalConfig(StageConfig):
     predictor: Literal["chance", "frequency"] = field(
         default="frequency", metadata={"help": "built-in predictor for runs without a model (see eval.baselines)"}
     )  # fmt: skip
-    seed: int = field(default=0, metadata={"help": "seed of the chance baseline"})
+    seed: int = field(default=0, metadata={"help": "seed of the chance baseline and of the official (sampled) decoding"})
 
     def __post_init__(self):
         if self.num_frames < 1:
@@ -124,16 +174,42 @@ class EvalConfig(StageConfig):
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise ValueError("limit must be >= 1 or null")
-        if self.prompt_style == "think" and not self.extract_answer:
-            raise ValueError("prompt_style 'think' puts the answer inside <answer>…</answer>; set extract_answer: true")
-        if self.prompt_style == "think" and self.max_new_tokens < 128:
-            raise ValueError("prompt_style 'think' needs room to reason; set max_new_tokens >= 128")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1 or null, got {self.max_new_tokens}")
+        if self.prompt_style in prompts.TAGGED_PROMPT_SETS:
+            if not self.extract_answer:
+                raise ValueError(f"prompt_style {self.prompt_style!r} puts the answer inside <answer>…</answer>; "
+                                 "set extract_answer: true")
+            if self.max_new_tokens is not None and self.max_new_tokens < MIN_TAGGED_NEW_TOKENS:
+                raise ValueError(f"max_new_tokens {self.max_new_tokens} would cut the answers of prompt_style "
+                                 f"{self.prompt_style!r} (they may reason before the <answer> tag): set "
+                                 f"max_new_tokens >= {MIN_TAGGED_NEW_TOKENS}, or null for {TAGGED_MAX_NEW_TOKENS}")
         if self.benchmark == "sqa3d" and self.annotations is None:
             raise ValueError("benchmark 'sqa3d' needs the annotations file (annotations: ...)")
 
+    def resolved_max_new_tokens(self) -> int:
+        """The token budget: ``max_new_tokens``, else the decoding's for this benchmark and prompt set (an
+        unresolved ``"auto"`` counts as a set that may reason)."""
+        if self.max_new_tokens is not None:
+            return self.max_new_tokens
+        if self.decoding == "official":
+            return OFFICIAL_MAX_NEW_TOKENS[self.benchmark]
+        may_reason = self.prompt_style == "auto" or self.prompt_style in prompts.TAGGED_PROMPT_SETS
+        return TAGGED_MAX_NEW_TOKENS if (self.benchmark == "vsibench" and may_reason) else GREEDY_MAX_NEW_TOKENS
+
     def generation_kwargs(self) -> dict:
-        """Greedy decoding settings for the model adapter."""
-        return {**GENERATION_DEFAULTS, "max_new_tokens": self.max_new_tokens}
+        """``generate`` settings for the model adapter: the decoding's (:data:`DECODINGS`) and the budget."""
+        return {**DECODINGS[self.decoding], "max_new_tokens": self.resolved_max_new_tokens()}
+
+    def for_checkpoint(self, checkpoint: str | None) -> EvalConfig:
+        """This config with ``prompt_style="auto"`` replaced by the prompt set of ``checkpoint`` (hub id or
+        folder; :func:`spatial_mllm.eval.prompts.prompt_set_for`) and ``extract_answer`` switched on for the
+        ``<answer>``-tag sets; unchanged for any other ``prompt_style``. Raises ``ValueError`` naming
+        ``prompt_style`` for a checkpoint whose set is unknown."""
+        if self.prompt_style != "auto":
+            return self
+        chosen = prompts.prompt_set_for(checkpoint)
+        return self.replace(prompt_style=chosen, extract_answer=self.extract_answer or prompts.uses_answer_tags(chosen))
 
 
 # ---- data -----------------------------------------------------------------------------------------------------
@@ -204,9 +280,15 @@ def build_items(
     video_root: str | os.PathLike | None = None,
     num_frames: int = 16,
     frames_cache: dict[str, list[int]] | None = None,
+    generation: dict | None = None,
 ) -> list[dict]:
-    """Rows + what a predictor needs: ``prompt``, ``video``, ``num_frames``, ``frame_indices`` (None =
-    uniform ``num_frames``). Raises ``KeyError`` when a frames cache lacks a row's video."""
+    """Rows + what a predictor needs: ``prompt`` (the row in the named set ``prompt_style``, see
+    :mod:`spatial_mllm.eval.prompts`), ``prompt_set`` (that name), ``video``, ``num_frames``,
+    ``frame_indices`` (None = uniform ``num_frames``) and ``generation`` (the decoding settings, recorded for
+    the resume fingerprint; None when not given). Raises ``KeyError`` when a frames cache lacks a row's video."""
+    if prompt_style == "auto":
+        raise ValueError("prompt_style 'auto' must be resolved for the evaluated checkpoint first "
+                         "(EvalConfig.for_checkpoint(model name or folder))")
     items = []
     for r in rows:
         vkey = f"{r['dataset']}/{r['scene_name']}"
@@ -217,10 +299,12 @@ def build_items(
             idx = frames_cache[vkey]
         items.append({
             **r,
-            "prompt": formats.build_prompt(r, prompt_style),
+            "prompt": prompts.build_prompt(r, prompt_style),
+            "prompt_set": prompt_style,
             "video": resolve_video(r, video_root),
             "num_frames": len(idx) if idx is not None else num_frames,
             "frame_indices": idx,
+            "generation": generation,
         })  # fmt: skip
     return items
 
@@ -270,7 +354,8 @@ def score(rows: Sequence[dict], *, rule: str = "lmms_eval", extract: bool = Fals
 
 
 # ---- the runner -----------------------------------------------------------------------------------------------
-FINGERPRINT_FIELDS = ("id", "question_type", "ground_truth", "prompt", "num_frames", "frame_indices")
+FINGERPRINT_FIELDS = ("id", "question_type", "ground_truth", "prompt", "prompt_set", "num_frames", "frame_indices",
+                      "generation")
 RECORD_FIELDS = ("id", "dataset", "scene_name", "question_type", "ground_truth")
 
 
@@ -286,7 +371,8 @@ def evaluate_vsibench(
     ``cfg.output_dir``. Resumes from predictions already there. Returns the scores (on every process).
 
     ``rows``: benchmark rows (default: :func:`load_vsibench` of ``cfg.source``). ``state``: an
-    ``accelerate.PartialState`` (default: a new one).
+    ``accelerate.PartialState`` (default: a new one). ``cfg.prompt_style`` must be a prompt set, not
+    ``"auto"`` (resolve it with :meth:`EvalConfig.for_checkpoint`).
     """
     if cfg.benchmark != "vsibench":
         raise ValueError(f"evaluate_vsibench got benchmark {cfg.benchmark!r}")
@@ -299,7 +385,7 @@ def evaluate_vsibench(
         rows = rows[: cfg.limit]
     items = build_items(
         rows, prompt_style=cfg.prompt_style, video_root=resolve_path(cfg.video_root), num_frames=cfg.num_frames,
-        frames_cache=load_frames_cache(resolve_path(cfg.frames_cache)),
+        frames_cache=load_frames_cache(resolve_path(cfg.frames_cache)), generation=cfg.generation_kwargs(),
     )  # fmt: skip
 
     def scorer(recs):

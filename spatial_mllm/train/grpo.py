@@ -129,8 +129,16 @@ class GRPOConfig(StageConfig):
     max_train_rows: int | None = field(default=None, metadata={"help": "use at most this many training rows"})
     max_eval_rows: int = field(default=16, metadata={"help": "rows scored before/after training"})
     num_frames: int = field(default=4, metadata={"help": "frames per video (paper: 16)"})
-    min_pixels: int = field(default=56 * 56, metadata={"help": "per-frame pixel lower bound (paper: 293216)"})
-    max_pixels: int = field(default=112 * 112, metadata={"help": "per-frame pixel upper bound (paper: 324576)"})
+    min_pixels: int = field(default=56 * 56, metadata={"help": "per-frame pixel lower bound (paper: 293216, the "
+                            "official SFT script's; the official evaluation uses qwen-vl-utils' 100352)"})
+    max_pixels: int = field(default=112 * 112, metadata={"help": "per-frame pixel upper bound (paper: 324576, the "
+                            "official SFT script's; the official evaluation uses qwen-vl-utils' 602112)"})
+    pixel_preset: Literal["official_train", "official_eval"] | None = field(default=None, metadata={
+        "help": "how videos become frames (SpatialMLLMProcessor; sft.SFTConfig.pixel_preset): paper: "
+                "official_train, the official TRAINING rule (the official code has no RL stage; its SFT's)"})
+    second_per_grid_t: float | None = field(default=None, metadata={
+        "help": "seconds per temporal patch in M-RoPE; None = the preset's, or the sampled fps's (paper: 0.5, "
+                "the official TRAINING value, 2 / video_frame_fps 4; the official evaluation's is 1.0)"})
     trainable: list[str] = field(default_factory=lambda: ["merger", "connector", "llm"], metadata={
         "help": "parts trained (vision, merger, spatial, connector, llm); VGGT and the ViT stay frozen as in "
                 "the official SFT"})
@@ -175,9 +183,11 @@ class GRPOConfig(StageConfig):
                                              "(the round's G·prompts_per_step completions are split evenly)"})
     max_steps: int = field(default=20, metadata={"help": f"optimizer steps (paper: 1000, {PAPER_NOTE})"})
     reward_funcs: list[str] = field(default_factory=lambda: ["format", "accuracy", "mra"], metadata={
-        "help": f"reward functions by name (registered: {sorted(REWARDS)})"})
+        "help": f"reward functions by name (registered: {sorted(REWARDS)}); 'length' = Video-R1's length reward "
+                f"(off by default; counts completion tokens, so the scoring call must pass completion_ids — "
+                f"spatial_mllm.train.rewards)"})
     reward_weights: list[float] | None = field(default=None, metadata={"help": "one weight per reward "
-                                               "function; None = all 1"})
+                                               "function; None = all 1 (Video-R1's length bonus: 0.2 on 'length')"})
     shuffle_rewards: bool = field(default=False, metadata={"help": "CONTROL: permute rewards across "
                                   "completions (removes the learning signal)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations (GPU memory)"})
@@ -369,8 +379,11 @@ def toy_rows(n: int = 8) -> list[dict]:
 def load_policy(cfg: GRPOConfig, source: str | None = None):
     """``(model, processor, source)``: ``source`` (default ``cfg.model``) resolved — ``auto`` picks notebook
     03's SFT checkpoint when present, else a fresh tiny model (and says so)."""
-    from spatial_mllm.models.tiny import tiny_model, tiny_processor, tiny_tokenizer
+    from spatial_mllm.models.processing import SpatialMLLMProcessor
+    from spatial_mllm.models.tiny import tiny_model, tiny_tokenizer
 
+    pix = dict(num_frames=cfg.num_frames, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
+               pixel_preset=cfg.pixel_preset, second_per_grid_t=cfg.second_per_grid_t)
     source = source or cfg.model
     if source == "auto":
         sft = resolve_path(cfg.output_dir) / "checkpoints" / "sft"
@@ -385,22 +398,18 @@ def load_policy(cfg: GRPOConfig, source: str | None = None):
             source = str(found)
     if source == "tiny":
         tok = tiny_tokenizer()
-        return (tiny_model(tok, seed=cfg.seed),
-                tiny_processor(tok, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
-                               num_frames=cfg.num_frames), "tiny")
+        return tiny_model(tok, seed=cfg.seed), SpatialMLLMProcessor.build(tok, **pix), "tiny"
     from spatial_mllm.models.modeling import SpatialMLLMForConditionalGeneration
-    from spatial_mllm.models.processing import SpatialMLLMProcessor
 
     dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else None
     model = SpatialMLLMForConditionalGeneration.from_pretrained(source, dtype=dtype)
     try:
-        proc = SpatialMLLMProcessor.from_pretrained(source, num_frames=cfg.num_frames,
-                                                    min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+        proc = SpatialMLLMProcessor.from_pretrained(source, **pix)
     except (OSError, ValueError, TypeError) as e:
         if model.config.text_config.vocab_size != len(tiny_tokenizer()):
             raise
         print(f"[grpo] {source} has no processor files ({type(e).__name__}); using the tiny processor")
-        proc = tiny_processor(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, num_frames=cfg.num_frames)
+        proc = SpatialMLLMProcessor.build(tiny_tokenizer(), **pix)
     return model, proc, str(source)
 
 
@@ -637,6 +646,8 @@ class GRPOTrainer:
     def score(self, ro: Rollout) -> None:
         """Phase 2-3: rewards per function, weighted sum, group-normalised advantages."""
         kwargs = {k: [r[k] for r in ro.rows] for k in ("question_type", "ground_truth", "options")}
+        # TRL's reward argument: each completion's token ids up to and including its EOS (the length reward)
+        kwargs["completion_ids"] = [ids[m.bool()].tolist() for ids, m in zip(ro.completion_ids, ro.completion_mask)]
         cols = []
         for f in self.reward_funcs:
             vals = f(ro.texts, **kwargs)

@@ -23,12 +23,22 @@ function does not apply to that question (TRL then leaves it out of the weighted
   options): ``1 - edit_distance / max(len)`` between the lower-cased, whitespace-collapsed answer text and
   ground truth (both empty → 1). Texts are cut at :data:`LEVENSHTEIN_MAX_CHARS` characters so that a
   runaway completion costs bounded time.
-* ``length`` (optional) — Video-R1's length reward (Feng et al. 2025, "Video-R1", §3): a bonus for a
-  *correct* completion whose reasoning length lies in ``[min_len, max_len]``. Video-R1 counts tokens
-  (l_min = 320, l_max = 512, bonus ω = 0.2 — as we recall the paper; not re-checked here); rewards see
-  text, so :func:`make_length_reward` counts whitespace-separated words of the ``<think>`` content and
-  returns 1.0 / 0.0 — ω is the function's weight in the config. "Correct" = task reward
-  (:func:`task_reward`) ≥ ``correct_threshold``. Defaults: 40-160 words, threshold 0.5.
+* ``length`` (optional, off by default) — Video-R1's length reward (Feng et al. 2025; ``tulerfeng/Video-R1``,
+  ``src/r1-v/src/open_r1/trainer/grpo_trainer.py``, ``len_control``): when MORE THAN ONE completion of the
+  call is correct — Video-R1: its first reward (accuracy) ``> 0.1``; here the task reward (:func:`task_reward`)
+  ``> 0.1`` — each correct completion whose length is 320..512 **tokens** (both included) gets 1.0, every other
+  completion 0.0. Video-R1 adds ``+0.2`` to the summed reward: give ``length`` the weight 0.2
+  (``reward_weights``). The length is Video-R1's ``completion_mask.sum(1)``: the completion's tokens up to and
+  including the first EOS, read from the TRL reward kwarg ``completion_ids`` (one token-id list per
+  completion); without it the function needs a tokenizer (``make_length_reward(tokenizer=...)``: the
+  re-tokenised text + 1 for the EOS) and otherwise raises ``ValueError`` — a plumbing error, not model text.
+  Departures: (1) Video-R1 counts correct completions over a process's whole generation batch (one prompt ×
+  G in its script, ``per_device_train_batch_size 1``); here over the completions of one call — the same when
+  a call holds one prompt's group (the paper preset: ``prompts_per_step: 1``) or with ``group_size`` set
+  (then per group of ``group_size`` consecutive completions); (2) "correct" is the task reward (accuracy,
+  MRA or Levenshtein similarity, on the ``<answer>`` content or else the whole text) where Video-R1 uses its
+  own accuracy reward (``src/r1-v/src/open_r1/grpo.py``: ``<answer>`` content only; "numerical" = equal after
+  rounding to 2 decimals, "regression" = 1 − relative error, free-form = ROUGE).
 * ``digit_fraction`` — a TOY reward (not a spatial one): the fraction of non-space characters that are
   ASCII digits. It exists for the verifiable toy task that checks GRPO learns at all
   (:func:`spatial_mllm.train.grpo.toy_rows`); dense, so a random-init tiny model gets a signal.
@@ -60,6 +70,7 @@ __all__ = [
     "levenshtein_reward",
     "levenshtein_similarity",
     "make_length_reward",
+    "VIDEO_R1_LENGTH",
     "digit_fraction_reward",
     "task_reward",
     "get_reward_funcs",
@@ -218,25 +229,47 @@ def levenshtein_reward(completions: list, **kwargs) -> list[float | None]:
     return _per_kind(completions, kwargs, "free")
 
 
-def make_length_reward(min_len: int = 40, max_len: int = 160, correct_threshold: float = 0.5
-                       ) -> Callable[..., list[float | None]]:
-    """Video-R1-style length reward: 1.0 when the completion is correct (task reward ≥ ``correct_threshold``)
-    and its ``<think>`` content has ``min_len``..``max_len`` whitespace-separated words, else 0.0."""
-    if not 0 <= min_len <= max_len:
-        raise ValueError(f"need 0 <= min_len <= max_len, got {min_len}, {max_len}")
+VIDEO_R1_LENGTH = {"min_tokens": 320, "max_tokens": 512, "correct_above": 0.1, "weight": 0.2}  # grpo_trainer.py
+
+
+def _token_lengths(completions: list, kwargs: dict, tokenizer) -> list[int]:
+    n = len(completions)
+    ids = kwargs.get("completion_ids")
+    if ids is not None:
+        ids = list(ids)
+        if len(ids) != n:
+            raise ValueError(f"reward kwargs 'completion_ids' has {len(ids)} values for {n} completions")
+        return [len(x) for x in ids]
+    if tokenizer is None:
+        raise ValueError("the length reward counts completion tokens (Video-R1): pass completion_ids (one token-id "
+                         "list per completion, TRL's reward kwarg) or build it with make_length_reward(tokenizer=...)")
+    # decoded text lost the EOS token that Video-R1's completion mask counts: add it back
+    return [len(tokenizer(completion_text(c), add_special_tokens=False)["input_ids"]) + 1 for c in completions]
+
+
+def make_length_reward(min_tokens: int = 320, max_tokens: int = 512, correct_above: float = 0.1,
+                       tokenizer=None, group_size: int | None = None) -> Callable[..., list[float | None]]:
+    """Video-R1's length reward (module docstring): 1.0 for a correct completion (task reward >
+    ``correct_above``) of ``min_tokens``..``max_tokens`` tokens when more than one completion of its group is
+    correct, else 0.0. ``group_size`` None = the whole call is one group (Video-R1's per-process batch)."""
+    if not 0 <= min_tokens <= max_tokens:
+        raise ValueError(f"need 0 <= min_tokens <= max_tokens, got {min_tokens}, {max_tokens}")
+    if group_size is not None and group_size < 1:
+        raise ValueError(f"group_size must be >= 1 or None, got {group_size}")
 
     def length_reward(completions: list, **kwargs) -> list[float | None]:
         n = len(completions)
         qtypes, gts, opts = (_column(kwargs, k, n) for k in ("question_type", "ground_truth", "options"))
+        lengths = _token_lengths(completions, kwargs, tokenizer)
+        correct = [task_reward(c, qt, gt, op) > correct_above for c, qt, gt, op in zip(completions, qtypes, gts, opts)]
+        size = group_size or max(n, 1)
+        if n % size:
+            raise ValueError(f"{n} completions do not form groups of {size}")
         out: list[float | None] = []
-        for c, qt, gt, op in zip(completions, qtypes, gts, opts):
-            parsed = parse_think_answer(completion_text(c))
-            if parsed is None:
-                out.append(0.0)
-                continue
-            words = len(parsed[0].split())
-            ok = min_len <= words <= max_len and task_reward(c, qt, gt, op) >= correct_threshold
-            out.append(1.0 if ok else 0.0)
+        for start in range(0, n, size):
+            group = range(start, start + size)
+            enough = sum(correct[i] for i in group) > 1  # Video-R1: len(selected_indices) > 1
+            out += [1.0 if enough and correct[i] and min_tokens <= lengths[i] <= max_tokens else 0.0 for i in group]
         return out
 
     length_reward.__name__ = "length_reward"

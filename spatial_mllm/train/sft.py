@@ -2,7 +2,7 @@
 
 The paper (§4.1, "Training details") fine-tunes on Spatial-MLLM-120k with the Qwen2.5-VL ViT and VGGT
 frozen and the connector, the ViT's merger and the LLM trained; the official code is Qwen2.5-VL's
-``qwen-vl-finetune`` recipe (HF ``Trainer`` + DeepSpeed ZeRO-3 on 8 GPUs; lr 7e-6 for the LLM, 2e-5 for the
+``qwen-vl-finetune`` recipe (HF ``Trainer`` + DeepSpeed ZeRO-3 on 6 GPUs; lr 7e-6 for the LLM, 2e-5 for the
 projector modules, weight decay 0.1, warm-up ratio 0.03, cosine schedule, 1 epoch, bf16, effective batch 48,
 max length 8192, 16 frames). This module keeps that engine:
 
@@ -47,6 +47,24 @@ Departures from the paper / official code:
    merger trained in full; the paper trains the LLM in full.
 8. ZeRO-3 runs with ``zero3_init_flag: false`` (``configs/accelerate/zero3.yaml``): the model is
    assembled from two checkpoints (Qwen2.5-VL + VGGT) on the CPU first and partitioned afterwards.
+9. Official data (``train_mix``, :mod:`spatial_mllm.data.official`): the rows are the official annotation
+   files converted losslessly, but our collator reads single-video, single-turn rows only — image, text-only,
+   multi-video and multi-turn rows raise (or are skipped and counted with ``on_bad_video: skip``), so the
+   v1.1-820K mix (VSI-590K image rows, MindCube images) is not reproduced in full; the official ``%N`` subset
+   is drawn exactly, its final shuffle is not (the trainer shuffles with ``seed``).
+
+The paper preset (``params/paper/03_sft.yaml``) is the official v1.1-135K recipe, read off
+``scripts/training/spatial_mllm_train_demo.sh`` (``master``): ``datasets="spatial_mllm_mix_133k,
+route_plan_scannet_2k"``, ``video_min_frames = video_max_frames = 16``, ``lr=7e-6``, ``mm_projector_lr=2e-5``,
+``weight_decay=0.1``, ``warmup_ratio 0.03``, ``lr_scheduler_type cosine``, ``num_train_epochs 1``,
+``model_max_length 8192``, ``max_grad_norm=1.0``, bf16, ``batch_size=1`` × ``grad_accum_steps=8`` ×
+``torchrun --nproc_per_node=6`` = 48, frame pixels 293216..324576, ViT and VGGT frozen, merger + connector + LLM
+trained (``tune_mm_vision False``, ``tune_mm_spatial_encoder False``, ``tune_mm_connector True`` — which also
+unfreezes the merger in ``train_qwen.py`` — ``tune_mm_llm True``); ``mm_projector_lr`` applies to
+``visual.merger`` and ``connector`` (``trainer.py``). The v1.1-820K mix (``TRAINING.md``) is
+``params/paper_820k/03_sft.yaml``: the same values with ``train_mix`` = ``spatial_mllm_mix_203k, route_plan_4k,
+vsi_590k, mindcube_21k`` (the official code gives no separate 820K script; we assume its hyper-parameters are
+the 135K ones).
 """
 
 from __future__ import annotations
@@ -75,6 +93,7 @@ __all__ = [
     "build_model_and_processor",
     "apply_freeze_plan",
     "ensure_training_data",
+    "training_rows",
     "build_dataset_and_collator",
     "train_sft",
     "run_sft",
@@ -107,7 +126,14 @@ class SFTConfig(StageConfig):
         "help": "folder of notebook 01's files (train_sft.jsonl, val_vsibench.jsonl, videos); "
                 "None = <output_dir>/data"})
     train_file: str = field(default="train_sft.jsonl", metadata={
-        "help": "training conversations, relative to data_dir (paper: Spatial-MLLM-120k)"})
+        "help": "training conversations, relative to data_dir (not read when train_mix is set)"})
+    train_mix: list[str] | None = field(default=None, metadata={
+        "help": "official SFT dataset mix by registry name, each optionally '<name>%N' (keep N % of its rows, "
+                "drawn as the official loader does); replaces train_file (paper v1.1-135K: "
+                "[spatial_mllm_mix_133k, route_plan_scannet_2k]; spatial_mllm.data.official)"})
+    official_data_root: str | None = field(default=None, metadata={
+        "help": "the official datasets/ folder of train_mix: annotations/<file> and visuals/ (the media the "
+                "rows name), TRAINING.md's layout"})
     eval_file: str = field(default="val_vsibench.jsonl", metadata={
         "help": "VSI-Bench rows scored before/after training in notebook 03, relative to data_dir"})
     video_root: str | None = field(default=None, metadata={
@@ -117,12 +143,24 @@ class SFTConfig(StageConfig):
     frames_cache: str | None = field(default=None, metadata={
         "help": "JSON {video key: [frame indices]} from the space-aware sampler (notebook 02); None = uniform"})
     on_bad_video: Literal["raise", "skip"] = field(default="raise", metadata={
-        "help": "a row whose video is missing/unreadable/too short: raise naming the row, or skip and count"})
+        "help": "a row whose video is missing/unreadable/too short (or, with train_mix, a row the collator cannot "
+                "read: images, text only, several videos or turns): raise naming the row, or skip and count"})
     num_frames: int = field(default=4, metadata={"help": "frames per video (paper: 16)"})
     min_pixels: int = field(default=56 * 56, metadata={
-        "help": "per-frame pixel lower bound (paper: 293216, the official evaluation's)"})
+        "help": "per-frame pixel lower bound (paper: 293216, the official TRAINING script's; the official "
+                "evaluation uses qwen-vl-utils' default 100352)"})
     max_pixels: int = field(default=112 * 112, metadata={
-        "help": "per-frame pixel upper bound (paper: 324576 → 644×476 frames for 640×480 video)"})
+        "help": "per-frame pixel upper bound (paper: 324576, the official training script's → 644×476 frames "
+                "for 640×480 video; the official evaluation uses qwen-vl-utils' default 602112)"})
+    pixel_preset: Literal["official_train", "official_eval"] | None = field(default=None, metadata={
+        "help": "how videos become frames (SpatialMLLMProcessor): 'official_train' = the official training "
+                "rule (data_qwen.py: np.linspace(dtype=int) frames, Pillow bicubic into [min, max]_pixels), "
+                "'official_eval' = the official evaluation's (qwen-vl-utils' defaults), None = qwen-vl-utils' "
+                "rule with min/max_pixels (paper: official_train)"})
+    second_per_grid_t: float | None = field(default=None, metadata={
+        "help": "seconds per temporal patch in M-RoPE; None = the preset's, or without one the sampled fps's "
+                "(paper: 0.5, the official TRAINING value: 2 frames / video_frame_fps 4 in data_qwen.py; the "
+                "official evaluation's is 1.0)"})
     max_length: int = field(default=1024, metadata={
         "help": "longest sample in tokens; longer ones are cut on the right and counted (paper: 8192)"})
     video_cache_size: int = field(default=32, metadata={
@@ -229,13 +267,34 @@ class SFTConfig(StageConfig):
             raise ValueError("eval_batch_size and eval_max_new_tokens must be >= 1")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ValueError("eval_limit must be >= 1 or null")
+        if self.train_mix is not None:
+            from spatial_mllm.data.official import parse_mix_entry
+
+            if not self.train_mix:
+                raise ValueError("train_mix is an empty list: name official datasets or set it to null")
+            names = [parse_mix_entry(e)[0] for e in self.train_mix]  # unknown names raise here
+            if len(set(names)) != len(names):
+                raise ValueError(f"train_mix names a dataset twice: {self.train_mix}")
+            if self.official_data_root is None:
+                raise ValueError("train_mix needs official_data_root (the folder with annotations/ and visuals/)")
+        elif self.official_data_root is not None:
+            raise ValueError("official_data_root is only read with train_mix; set train_mix or leave it null")
 
     # ---- derived paths and sizes ----------------------------------------------------------------------
     def resolved_data_dir(self) -> Path:
         return resolve_path(self.data_dir) if self.data_dir is not None else resolve_path(self.output_dir) / "data"
 
     def resolved_video_root(self) -> Path:
+        """Where the rows of ``eval_file`` (and of ``train_file``) find their videos."""
         return resolve_path(self.video_root) if self.video_root is not None else self.resolved_data_dir()
+
+    def training_video_root(self) -> Path:
+        """Where the training rows find their videos: ``<official_data_root>/visuals`` with ``train_mix``."""
+        if self.train_mix is not None:
+            from spatial_mllm.data.official import VISUALS_SUBDIR
+
+            return resolve_path(self.official_data_root) / VISUALS_SUBDIR
+        return self.resolved_video_root()
 
     def checkpoint_dir(self) -> Path:
         """``<output_dir>/checkpoints/sft``: ``checkpoint-N/`` folders and, at the end, the final model."""
@@ -296,7 +355,8 @@ def build_model_and_processor(cfg: SFTConfig):
     from spatial_mllm.models.modeling import SpatialMLLMForConditionalGeneration
     from spatial_mllm.models.processing import SpatialMLLMProcessor
 
-    pix = dict(num_frames=cfg.num_frames, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+    pix = dict(num_frames=cfg.num_frames, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
+               pixel_preset=cfg.pixel_preset, second_per_grid_t=cfg.second_per_grid_t)
     if cfg.model_name_or_path == "tiny":
         from spatial_mllm.models.tiny import tiny_model, tiny_tokenizer
 
@@ -376,8 +436,20 @@ def compare_parameters(before, after, trained_parts: set[str] | None = None) -> 
 
 def ensure_training_data(cfg: SFTConfig, progress: bool = False) -> Path:
     """``data_dir`` holding ``train_file``; when absent and ``build_data_if_missing``, build notebook 01's
-    tiny dataset there (8 rooms at 112×84, ~15 s) with :func:`spatial_mllm.data.build.build_datasets`."""
+    tiny dataset there (8 rooms at 112×84, ~15 s) with :func:`spatial_mllm.data.build.build_datasets`.
+    With ``train_mix``: check that every official annotation file is in place (nothing is built) and return
+    ``data_dir`` (where ``eval_file`` is)."""
     data_dir = cfg.resolved_data_dir()
+    if cfg.train_mix is not None:
+        from spatial_mllm.data.official import annotation_path, parse_mix_entry
+
+        root = resolve_path(cfg.official_data_root)
+        missing = [str(annotation_path(root, parse_mix_entry(e)[0])) for e in cfg.train_mix
+                   if not annotation_path(root, parse_mix_entry(e)[0]).is_file()]
+        if missing:
+            raise FileNotFoundError(f"train_mix: official annotation file(s) not found: {missing} (see "
+                                    f"spatial_mllm.data.official for where each comes from)")
+        return data_dir
     if (data_dir / cfg.train_file).is_file():
         return data_dir
     if not cfg.build_data_if_missing:
@@ -392,13 +464,37 @@ def ensure_training_data(cfg: SFTConfig, progress: bool = False) -> Path:
     return data_dir
 
 
-def build_dataset_and_collator(cfg: SFTConfig, processor):
-    """``(SFTDataset, SFTCollator)`` of ``cfg.train_file`` (bad rows raise or are skipped as configured)."""
-    from spatial_mllm.data.collate import SFTCollator, SFTDataset
+def training_rows(cfg: SFTConfig) -> list[dict]:
+    """The training rows as records: ``train_file``'s, or with ``train_mix`` the official mix converted to our
+    rows (:func:`spatial_mllm.data.official.load_official_mix`, every row, readable by the collator or not)."""
+    if cfg.train_mix is not None:
+        from spatial_mllm.data.official import load_official_mix
 
-    data_dir = cfg.resolved_data_dir()
-    dataset = SFTDataset(data_dir / cfg.train_file, cfg.resolved_video_root(), num_frames=cfg.num_frames,
-                         frames_cache=resolve_path(cfg.frames_cache), on_bad_video=cfg.on_bad_video)
+        return load_official_mix(cfg.train_mix, resolve_path(cfg.official_data_root))
+    from spatial_mllm.data.formats import read_jsonl
+
+    return read_jsonl(cfg.resolved_data_dir() / cfg.train_file)
+
+
+def build_dataset_and_collator(cfg: SFTConfig, processor):
+    """``(SFTDataset, SFTCollator)`` of ``cfg.train_file`` or ``cfg.train_mix`` (bad rows raise or are skipped as
+    configured; official rows the collator cannot read count as ``unsupported_<reason>``)."""
+    from spatial_mllm.data.collate import BadRowError, SFTCollator, SFTDataset
+
+    common = dict(num_frames=cfg.num_frames, frames_cache=resolve_path(cfg.frames_cache),
+                  on_bad_video=cfg.on_bad_video)
+    if cfg.train_mix is None:
+        dataset = SFTDataset(cfg.resolved_data_dir() / cfg.train_file, cfg.resolved_video_root(), **common)
+    else:
+        from spatial_mllm.data.official import sft_rows
+
+        usable, unsupported, where = sft_rows(training_rows(cfg))
+        if unsupported and cfg.on_bad_video == "raise":
+            raise BadRowError(f"train_mix: {sum(unsupported.values())} row(s) our collator cannot read "
+                              f"({dict(unsupported)}; first: {where[:3]}); set on_bad_video: skip to drop them")
+        dataset = SFTDataset(usable, cfg.training_video_root(), **common)
+        dataset.skipped.update({f"unsupported_{k}": v for k, v in unsupported.items()})
+        dataset.skipped_rows.extend(where)
     collator = SFTCollator(processor, num_frames=cfg.num_frames, max_length=cfg.max_length,
                            on_bad_video=cfg.on_bad_video, video_cache_size=cfg.video_cache_size)
     return dataset, collator
@@ -646,7 +742,8 @@ def load_sft_checkpoint(folder: str | os.PathLike, device: str | torch.device | 
 
     folder = Path(folder)
     meta = json.loads((folder / CONFIG_NAME).read_text()) if (folder / CONFIG_NAME).is_file() else {}
-    pix = {k: meta[k] for k in ("num_frames", "min_pixels", "max_pixels") if k in meta}
+    pix = {k: meta[k] for k in ("num_frames", "min_pixels", "max_pixels", "pixel_preset", "second_per_grid_t")
+           if k in meta}
     model = SpatialMLLMForConditionalGeneration.from_pretrained(folder, dtype=dtype or torch.float32)
     if device is not None:
         model = model.to(device)
