@@ -113,6 +113,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spatial_mllm.data.formats import read_jsonl
+
 __all__ = [
     "OfficialDataset",
     "REGISTRY",
@@ -212,15 +214,7 @@ def read_official_annotations(path: str | os.PathLike) -> list[dict]:
         if not isinstance(rows, list):
             raise ValueError(f"{path}: a .json annotation file holds a list of rows")
         return rows
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{i}: invalid JSON ({e.msg})") from e
-    return out
+    return read_jsonl(path)
 
 
 # ---- conversion ---------------------------------------------------------------------------------------
