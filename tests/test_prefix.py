@@ -87,3 +87,37 @@ def test_bad_prompts_and_settings_are_errors(model, proc):
     other_system = proc.build_prompt("q").replace("You are a helpful assistant.", "You are terse.")
     with pytest.raises(ValueError, match="shared prefix"):
         generate_from_prefix(model, proc, prefix, [other_system], max_new_tokens=2)
+
+
+def test_evaluation_grouped_by_video_equals_the_per_question_path(model, proc, tmp_path):
+    """VSI-Bench evaluation with shared prefixes (one predict call per video) = one prompt per question:
+    identical predictions on 3 rooms, questions of different lengths and types (padding in every chunk)."""
+    from spatial_mllm.data.build import DataConfig, build_datasets
+    from spatial_mllm.eval.model_predict import ModelPredictor, evaluate_model_vsibench
+    from spatial_mllm.eval.vsibench import EvalConfig
+
+    data = build_datasets(DataConfig(output_dir=str(tmp_path / "d"), num_scenes=4, width=64, height=48,
+                                     num_frames=16, max_area=20.0, train_fraction=0.25, val_fraction=0.0,
+                                     max_questions_per_type=2)).data_dir
+    proc.num_frames = 4
+    scores, preds, calls = {}, {}, {}
+    for share in (True, False):
+        cfg = EvalConfig(output_dir=str(tmp_path / f"share_{share}"), source=str(data / "test_vsibench.jsonl"),
+                         video_root=str(data), num_frames=4, batch_size=4, max_new_tokens=6, share_prefix=share)
+        seen = []
+        original = ModelPredictor.__call__
+
+        def spy(self, batch, _seen=seen, _orig=original):
+            _seen.append(len({it["video"] for it in batch}))
+            return _orig(self, batch)
+
+        ModelPredictor.__call__ = spy
+        try:
+            scores[share] = evaluate_model_vsibench(model, proc, cfg)
+        finally:
+            ModelPredictor.__call__ = original
+        calls[share] = seen
+        preds[share] = (tmp_path / f"share_{share}" / "predictions.jsonl").read_text()
+    assert preds[True] == preds[False] and scores[True] == scores[False]
+    assert all(n == 1 for n in calls[True]) and len(calls[True]) == 3  # one call per video
+    assert len(calls[False]) > len(calls[True])  # the plain path: batches of 4 prompts

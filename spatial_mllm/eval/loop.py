@@ -11,6 +11,12 @@ process index — process ``i`` of ``n`` takes ``todo[i::n]`` — and every proc
 ``predictions.jsonl``. Scores are computed from that merged list, so they do not depend on the number of
 processes.
 
+Grouped by video: a predictor with a ``group_key`` attribute (``item -> hashable``, e.g.
+:class:`~spatial_mllm.eval.model_predict.ModelPredictor`, whose key is the video and its frame choice) gets
+one whole group per call — every remaining question about one video, so that it encodes the video and
+prefills the shared prompt prefix once — and processes take whole groups (``groups[i::n]``, in order of first
+appearance). Records are flushed after each group: a crash loses at most that video's questions.
+
 Resume: on start every ``predictions*.jsonl`` in ``out_dir`` is read; items whose key has a record are
 skipped. A record stores a fingerprint of its item (prompt, ground truth, frames); a record whose
 fingerprint differs from the current item's raises ``StalePredictionsError`` instead of being reused. A
@@ -123,11 +129,14 @@ def predict_shard(
     record_fields: Sequence[str] = (),
     done: dict[str, dict] | None = None,
     progress: bool = False,
+    group_key: Callable[[dict], Any] | None = None,
 ) -> list[dict]:
     """Predict this shard's share of the items not yet in ``out_dir``; append records to its shard file.
 
     Returns the new records (``key``, ``fingerprint``, ``prediction`` and ``record_fields`` of the item).
     ``done``: records already read (else read from ``out_dir``) — all shards must see the same set.
+    ``group_key``: one ``predict`` call per group of items with the same key (``batch_size`` is then the
+    predictor's business), groups sharded whole over processes.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,18 +144,25 @@ def predict_shard(
         done = read_predictions(out_dir)
     _check_fresh(items, done, key, fingerprint_fields)
     todo = [it for it in items if str(key(it)) not in done]
-    mine = shard(todo, shard_index, num_shards)
+    if group_key is None:
+        mine = shard(todo, shard_index, num_shards)
+        batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+    else:
+        groups: dict[Any, list[dict]] = {}
+        for it in todo:
+            groups.setdefault(group_key(it), []).append(it)
+        batches = shard(list(groups.values()), shard_index, num_shards)
     path = out_dir / f"predictions.shard{shard_index}.jsonl"
     _repair(path)
     new: list[dict] = []
-    steps = range(0, len(mine), batch_size)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        steps = tqdm(steps, desc=f"predict (shard {shard_index}/{num_shards})")
+        bar = tqdm(total=sum(len(b) for b in batches), unit="q",
+                   desc=f"predict (shard {shard_index}/{num_shards})")
     with open(path, "a", encoding="utf-8", newline="\n") as f:
-        for start in steps:
-            batch = mine[start : start + batch_size]
+        for n_done, batch in enumerate(batches, 1):
             texts = predict(batch)
             if len(texts) != len(batch):
                 raise ValueError(f"predict returned {len(texts)} texts for a batch of {len(batch)}")
@@ -160,6 +176,12 @@ def predict_shard(
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
+            if bar is not None:
+                bar.update(len(batch))
+                if group_key is not None:
+                    bar.set_postfix(videos=f"{n_done}/{len(batches)}")
+    if bar is not None:
+        bar.close()
     return new
 
 
@@ -229,7 +251,7 @@ def run_predictions(
     new = predict_shard(
         items, predict, out_dir, key=key, fingerprint_fields=fingerprint_fields, shard_index=state.process_index,
         num_shards=state.num_processes, batch_size=batch_size, record_fields=record_fields, done=done,
-        progress=progress and state.is_main_process,
+        progress=progress and state.is_main_process, group_key=getattr(predict, "group_key", None),
     )  # fmt: skip
     if state.num_processes > 1:
         from accelerate.utils import gather_object

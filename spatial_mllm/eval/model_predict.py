@@ -44,7 +44,7 @@ from spatial_mllm.eval.vsibench import (
     evaluate_vsibench,
 )
 
-__all__ = ["ModelPredictor", "batch_seed", "evaluate_model_vsibench", "sft_eval_config", "scores_table",
+__all__ = ["ModelPredictor", "batch_seed", "video_key", "evaluate_model_vsibench", "sft_eval_config", "scores_table",
            "markdown_table"]
 
 # Spatial-MLLM's VSI-Bench decoding (v1.1 src/evaluation/vsibench/eval_vsibench.py inference_batch)
@@ -67,20 +67,36 @@ class ModelPredictor:
         generation_kwargs: ``generate`` settings (``EvalConfig.generation_kwargs()``); default the official
             VSI-Bench decoding (``do_sample=True, temperature=0.1, top_p=0.001, max_new_tokens=1024``).
         seed: seeds every sampled ``generate`` call (:func:`batch_seed`); unused for greedy settings.
+        share_prefix: answer a batch whose items all ask about the same video (and frames) from one shared
+            prefix (:mod:`spatial_mllm.models.prefix`: the video encoded and the prompt prefix prefilled
+            once, ``batch_size`` questions per ``generate``) — the same answers as the per-question path
+            (tested), much faster. The evaluation loop then hands over one video's questions per call
+            (:attr:`group_key`). A batch of mixed videos takes the per-question path.
+        batch_size: questions per ``generate`` call in the shared-prefix path.
     """
 
-    def __init__(self, model, processor, generation_kwargs: dict | None = None, seed: int = 0):
+    def __init__(self, model, processor, generation_kwargs: dict | None = None, seed: int = 0,
+                 share_prefix: bool = True, batch_size: int = 32):
         self.model = model
         self.processor = processor
         self.generation_kwargs = dict(generation_kwargs if generation_kwargs is not None
                                       else OFFICIAL_VSIBENCH_GENERATION)
         self.seed = int(seed)
+        self.share_prefix = share_prefix
+        self.batch_size = int(batch_size)
+
+    @property
+    def group_key(self):
+        """``item -> key`` of its video and frame choice when sharing prefixes (the loop groups by it), else None."""
+        return video_key if self.share_prefix else None
 
     def __call__(self, batch: list[dict]) -> list[str]:
         from spatial_mllm.models.ask import answer_batch
+        from spatial_mllm.models.prefix import answer_questions
 
+        one_video = self.share_prefix and len({video_key(it) for it in batch}) == 1
         videos = [self.processor.load_video(it["video"], frame_indices=it.get("frame_indices"),
-                                            num_frames=it.get("num_frames")) for it in batch]
+                                            num_frames=it.get("num_frames")) for it in batch[:1 if one_video else None]]
         gen = dict(self.generation_kwargs)
         max_new = gen.pop("max_new_tokens", OFFICIAL_MAX_NEW_TOKENS["vsibench"])
         was_training = self.model.training
@@ -93,10 +109,18 @@ class ModelPredictor:
             with torch.random.fork_rng(devices=cuda):
                 if gen.get("do_sample"):
                     torch.manual_seed(batch_seed(self.seed, batch))
+                if one_video:
+                    return answer_questions(self.model, self.processor, videos[0], [it["prompt"] for it in batch],
+                                            batch_size=self.batch_size, max_new_tokens=max_new, **gen)
                 return answer_batch(self.model, self.processor, videos, [it["prompt"] for it in batch],
                                     max_new_tokens=max_new, **gen)
         finally:
             self.model.train(was_training)
+
+
+def video_key(item: dict) -> str:
+    """The video and frame choice of an evaluation item (items with equal keys share a prompt prefix)."""
+    return json.dumps([str(item["video"]), item.get("frame_indices"), item.get("num_frames")], default=str)
 
 
 def evaluate_model_vsibench(model, processor, cfg: EvalConfig, *, rows: Sequence[dict] | None = None,
@@ -117,7 +141,8 @@ def evaluate_model_vsibench(model, processor, cfg: EvalConfig, *, rows: Sequence
         for f in out.glob("predictions*.jsonl"):
             f.unlink()
     cfg = cfg.for_checkpoint(checkpoint if checkpoint is not None else getattr(model, "name_or_path", None))
-    predict = ModelPredictor(model, processor, cfg.generation_kwargs(), seed=cfg.seed)
+    predict = ModelPredictor(model, processor, cfg.generation_kwargs(), seed=cfg.seed, batch_size=cfg.batch_size,
+                             share_prefix=cfg.share_prefix)
     with torch.no_grad():
         return evaluate_vsibench(cfg, predict, rows=rows, state=state, progress=progress)
 

@@ -152,7 +152,11 @@ class EvalConfig(StageConfig):
     frames_cache: str | None = field(
         default=None, metadata={"help": "JSON {'<dataset>/<scene>': [frame indices]} from the space-aware sampler"}
     )
-    batch_size: int = field(default=1, metadata={"help": "items per predict() call"})
+    batch_size: int = field(default=1, metadata={"help": "questions per generate call (with share_prefix: per "
+                            "call on one video's questions; else items per predict() call)"})
+    share_prefix: bool = field(default=True, metadata={"help": "model predictors: answer one video's questions "
+                               "from one shared prefix (video encoded and prompt prefix prefilled once; the same "
+                               "answers as per question, tested); false = one prompt per question"})
     max_new_tokens: int | None = field(
         default=None, metadata={"help": "new-token budget; null = the decoding's (official: 1024 VSI-Bench, 256 "
                                         "ScanQA/SQA3D; greedy: 16, or 1024 for the v1.0/think prompts)"}
