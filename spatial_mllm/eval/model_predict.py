@@ -30,6 +30,7 @@ decoded with the processor's tokenizer defaults (the official ``batch_decode`` p
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,8 +120,11 @@ class ModelPredictor:
 
 
 def video_key(item: dict) -> str:
-    """The video and frame choice of an evaluation item (items with equal keys share a prompt prefix)."""
-    return json.dumps([str(item["video"]), item.get("frame_indices"), item.get("num_frames")], default=str)
+    """The video and frame choice of an evaluation item (items with equal keys share a prompt prefix). A video
+    given as a path is keyed by the path; one given as an object (frames in memory) by its identity."""
+    video = item["video"]
+    name = str(video) if isinstance(video, (str, os.PathLike)) else f"<object {id(video)}>"
+    return json.dumps([name, item.get("frame_indices"), item.get("num_frames")], default=str)
 
 
 def evaluate_model_vsibench(model, processor, cfg: EvalConfig, *, rows: Sequence[dict] | None = None,

@@ -162,12 +162,14 @@ QWEN25_VL_3B: dict[str, Any] = dict(
 )
 
 
-def qwen25_vl_3b_config(connector: str = "mlp_add", layers: int | None = None):
+def qwen25_vl_3b_config(connector: str = "mlp_add", layers: int | None = None, tokenizer=None):
     """Spatial-MLLM at the paper's sizes: Qwen2.5-VL-3B + VGGT-1B (aggregator only) + connector.
 
     ``layers``: a "3B-shape" model reduced in depth — the real widths, vocabulary and 16384-d connector,
     but only ``layers`` LLM blocks, ViT blocks (the last one full-attention) and VGGT frame/global block
     pairs (DINOv2 patch embed too). For tests and benchmarks of code paths at real tensor sizes.
+    ``tokenizer``: take the vision token ids from it (e.g. the offline tiny tokenizer, whose ids all lie in
+    the 3B vocabulary), so that its processor can feed the model.
     """
     import copy
 
@@ -180,4 +182,6 @@ def qwen25_vl_3b_config(connector: str = "mlp_add", layers: int | None = None):
         values["vision_config"]["depth"] = layers
         values["vision_config"]["fullatt_block_indexes"] = [layers - 1]
         spatial = {"depth": layers, "dino_depth": layers}
+    if tokenizer is not None:
+        values.update(_token_ids(tokenizer))
     return SpatialMLLMConfig(**values, spatial_config=spatial, connector_config={"type": connector})
