@@ -222,8 +222,11 @@ def _trainer(tok, proc, tmp_path, **kw):
     return GRPOTrainer(cfg, _rows(), model=tiny_model(tok), processor=proc, model_source="tiny")
 
 
-def test_grpo_sampling_logps_equal_loss_logps_and_ratio_is_one(tok, proc, tmp_path):
-    trainer = _trainer(tok, proc, tmp_path)
+@pytest.mark.parametrize("share_prefix", [False, True])
+def test_grpo_sampling_logps_equal_loss_logps_and_ratio_is_one(tok, proc, tmp_path, share_prefix):
+    """Also with the shared prefill (each prompt's G samples from one prefill of its video prefix): the
+    log-probs recorded while sampling equal the loss forward's on the full (prompt, completion)."""
+    trainer = _trainer(tok, proc, tmp_path, share_prefix=share_prefix)
     torch.manual_seed(0)
     ro = trainer.generate(trainer.rows)
     assert ro.sample_logps.shape == ro.completion_ids.shape

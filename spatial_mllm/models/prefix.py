@@ -36,7 +36,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["VideoPrefix", "build_prefix", "split_prompt", "generate_from_prefix", "answer_questions"]
+__all__ = ["VideoPrefix", "build_prefix", "prefill_prefix", "split_prompt", "generate_from_prefix",
+           "answer_questions"]
 
 VISION_END = "<|vision_end|>"
 
@@ -83,10 +84,19 @@ def build_prefix(model, processor, video, prompt: str, *, frame_indices=None, nu
         features = model.encode_visual_inputs(
             pixel_values_videos=batch["pixel_values_videos"].to(device), video_grid_thw=grid,
             spatial_pixel_values_videos=[f.to(device) for f in batch["spatial_pixel_values_videos"]])
-    ids = batch["input_ids"].to(device)  # [1, P]
-    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), video_grid_thw=grid, second_per_grid_ts=sgt,
-                mm_encoder_outputs=features, use_cache=True, logits_to_keep=1)
-    return VideoPrefix(ids[0], grid, sgt, features, out.cache, head)
+    return prefill_prefix(model, batch["input_ids"][0].to(device), grid, sgt, features, head)
+
+
+@torch.no_grad()
+def prefill_prefix(model, input_ids: torch.Tensor, video_grid_thw: torch.Tensor, second_per_grid_ts: torch.Tensor,
+                   features: dict, prompt_head: str) -> VideoPrefix:
+    """The prefix's KV cache from its token ids ``[P]`` (ending with ``<|vision_end|>``) and the video's fused
+    features ``{"video": SpatialFusedOutput}``; ``prompt_head`` is its text (checked against each prompt)."""
+    ids = input_ids[None]  # [1, P]
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), video_grid_thw=video_grid_thw,
+                second_per_grid_ts=second_per_grid_ts, mm_encoder_outputs=features, use_cache=True,
+                logits_to_keep=1)
+    return VideoPrefix(input_ids, video_grid_thw, second_per_grid_ts, features, out.cache, prompt_head)
 
 
 def _suffix_ids(processor, prefix: VideoPrefix, prompt: str) -> torch.Tensor:

@@ -167,6 +167,8 @@ class GRPOConfig(StageConfig):
                                 f"tiny: 0.5, so that a barely cold-started tiny model keeps the format sometimes)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling p (1.0 = off)"})
     max_new_tokens: int = field(default=48, metadata={"help": "completion length limit, tokens"})
+    share_prefix: bool = field(default=True, metadata={"help": "sample each prompt's G completions from one "
+                               "prefill of its video prefix (models/prefix.py) instead of G prefills"})
     learning_rate: float = field(default=1e-3, metadata={"help": f"AdamW learning rate (paper: 1e-6, "
                                  f"{PAPER_NOTE})"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
@@ -527,9 +529,15 @@ class SampledLogProbs:
 
 @torch.no_grad()
 def generate_completions(model, processor, rows: list[dict], num_generations: int, *, temperature: float = 1.0,
-                         top_p: float = 1.0, max_new_tokens: int = 32, device=None) -> Rollout:
+                         top_p: float = 1.0, max_new_tokens: int = 32, device=None,
+                         share_prefix: bool = False) -> Rollout:
     """Sample ``num_generations`` completions per row (groups contiguous) → a :class:`Rollout` without
     rewards. Used by GRPO (the policy) and the cold start (the teacher).
+
+    ``share_prefix``: each row's G completions are sampled from ONE prefill of its prompt's video prefix
+    (:mod:`spatial_mllm.models.prefix`: the video encoded once, the prefix's KV cache repeated to G rows)
+    instead of G full prefills; rows without a video take the plain path. The same distribution (tested:
+    the recorded log-probs equal the loss forward's); the random draws come in another order.
 
     Generation goes through the model's ``generate`` (ViT + connector(VGGT) fused before prefill, see
     :mod:`spatial_mllm.models.modeling`); ``Rollout.sample_logps`` holds the log-prob of each sampled token
@@ -548,20 +556,57 @@ def generate_completions(model, processor, rows: list[dict], num_generations: in
     rows_n = [r for r in rows for _ in range(G)]
     was_training = model.training
     model.eval()
-    recorder = SampledLogProbs(temperature, suppressed_ids(tok))
-    out = model.generate(input_ids=prompt_ids.to(device), attention_mask=prompt_mask.to(device),
-                         **collate_visual(visual_n, device), do_sample=True, temperature=temperature, top_p=top_p,
-                         top_k=0, max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id,
-                         suppress_tokens=suppressed_ids(tok), use_cache=True,
-                         logits_processor=LogitsProcessorList([recorder]))
+    gen = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
+               eos_token_id=eos_ids, pad_token_id=pad_id, suppress_tokens=suppressed_ids(tok), use_cache=True)
+    if share_prefix and all(v is not None for v in visual):
+        completion_ids, sample_logps = _sample_from_shared_prefixes(model, processor, rows, enc, visual, G, gen,
+                                                                    device)
+    else:
+        recorder = SampledLogProbs(temperature, suppressed_ids(tok))
+        out = model.generate(input_ids=prompt_ids.to(device), attention_mask=prompt_mask.to(device),
+                             **collate_visual(visual_n, device), **gen,
+                             logits_processor=LogitsProcessorList([recorder]))
+        completion_ids = out[:, prompt_ids.shape[1]:].cpu()
+        sample_logps = recorder.result(out).cpu()
     model.train(was_training)
-    completion_ids = out[:, prompt_ids.shape[1]:].cpu()
     completion_mask = _completion_mask(completion_ids, eos_ids)
     completion_ids = torch.where(completion_mask.bool(), completion_ids, torch.full_like(completion_ids, pad_id))
-    sample_logps = recorder.result(out).cpu() * completion_mask  # 0 after each completion's end
+    sample_logps = sample_logps * completion_mask  # 0 after each completion's end
     texts = processor.batch_decode(completion_ids, skip_special_tokens=True)
     return Rollout(rows_n, prompt_ids, prompt_mask, completion_ids, completion_mask, visual_n, texts,
                    sample_logps=sample_logps)
+
+
+def _sample_from_shared_prefixes(model, processor, rows, enc, visual, G, gen, device):
+    """``(completion_ids [N, C], sample_logps [N, C])`` (right-padded with the pad id / 0): per row, G samples
+    continuing one prefill of its video prefix."""
+    from transformers import LogitsProcessorList
+
+    from spatial_mllm.models.prefix import VISION_END, generate_from_prefix, prefill_prefix, split_prompt
+
+    tok = processor.tokenizer
+    vision_end = tok.convert_tokens_to_ids(VISION_END)
+    pieces = []
+    for r, ids, mask, vis in zip(rows, enc["input_ids"], enc["attention_mask"], visual):
+        prompt = processor.build_prompt(r["prompt"], num_videos=1)
+        ids = ids[mask.bool()]  # the row's prompt without its left padding
+        P = int((ids == vision_end).nonzero()[-1]) + 1
+        grid, sgt = vis["video_grid_thw"].to(device), vis["second_per_grid_ts"].to(device)
+        features = model.encode_visual_inputs(pixel_values_videos=vis["pixel_values_videos"].to(device),
+                                              video_grid_thw=grid,
+                                              spatial_pixel_values_videos=[vis["spatial_pixel_values_videos"].to(device)])
+        prefix = prefill_prefix(model, ids[:P].to(device), grid, sgt, features, split_prompt(prompt)[0])
+        recorder = SampledLogProbs(gen["temperature"], gen["suppress_tokens"])
+        new = torch.stack(generate_from_prefix(model, processor, prefix, [prompt] * G, **gen,
+                                               logits_processor=LogitsProcessorList([recorder])))
+        pieces.append((new.cpu(), recorder.result(new).cpu()))
+    C = max(p[0].shape[1] for p in pieces)
+    ids_out = torch.full((len(rows) * G, C), gen["pad_token_id"], dtype=torch.long)
+    logps_out = torch.zeros((len(rows) * G, C))
+    for i, (new, lp) in enumerate(pieces):
+        ids_out[i * G:(i + 1) * G, :new.shape[1]] = new
+        logps_out[i * G:(i + 1) * G, :new.shape[1]] = lp
+    return ids_out, logps_out
 
 
 # ==================================================================================================
@@ -641,7 +686,8 @@ class GRPOTrainer:
         cfg = self.cfg
         return generate_completions(self.accelerator.unwrap_model(self.model), self.processor, rows,
                                     cfg.num_generations, temperature=cfg.temperature, top_p=cfg.top_p,
-                                    max_new_tokens=cfg.max_new_tokens, device=self.accelerator.device)
+                                    max_new_tokens=cfg.max_new_tokens, device=self.accelerator.device,
+                                    share_prefix=cfg.share_prefix)
 
     def score(self, ro: Rollout) -> None:
         """Phase 2-3: rewards per function, weighted sum, group-normalised advantages."""
