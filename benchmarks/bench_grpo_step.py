@@ -1,0 +1,93 @@
+"""One GRPO step (G completions of one prompt + the loss forward/backward), G full prefills vs one shared
+prefill of the video prefix (``generate_completions(share_prefix=...)``).
+
+Per path: seconds of the rollout (sampling G completions), seconds of the loss forward + backward over the
+G (prompt, completion) rows (the same code in both paths), the peak memory (CUDA: ``max_memory_allocated``;
+CPU: peak RSS, sampled), and whether the two rollouts are identical under the same sampling seed (one
+prompt: both paths draw from ``[G, vocab]`` probabilities each step, so equal distributions give equal
+tokens). Model: CPU (default) the 3B-shape model reduced in depth (real widths, vocabulary and connector,
+2 blocks each; ``qwen25_vl_3b_config(layers=2)``), fp32, ``--frames`` of ``--height``×``--width``;
+``--device cuda`` the full Qwen2.5-VL-3B + VGGT-1B shape in bf16 at 16 frames of 476×644. Random weights.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_grpo_step.py                 # CPU
+    .venv/bin/python benchmarks/bench_grpo_step.py --device cuda   # GPU, the paper's shapes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_eval_throughput import PeakRSS, build_case  # noqa: E402
+
+
+def step(model, proc, rows, G, share, max_new_tokens, device):
+    from spatial_mllm.train.grpo import generate_completions, per_token_logps, suppressed_ids
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    torch.manual_seed(0)
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        ro = generate_completions(model, proc, rows, G, temperature=1.0, max_new_tokens=max_new_tokens,
+                                  device=device, share_prefix=share)
+        t1 = time.perf_counter()
+        inputs = ro.model_inputs(list(range(len(ro.texts))), device)
+        C = ro.completion_ids.shape[1]
+        logits = model(**inputs, use_cache=False, logits_to_keep=C + 1).logits[:, :-1]
+        logp, _ = per_token_logps(logits, ro.completion_ids.to(device), 1.0, suppressed_ids(proc.tokenizer))
+        (-(logp * ro.completion_mask.to(device)).sum()).backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t2 = time.perf_counter()
+    model.zero_grad(set_to_none=True)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else mem.peak
+    return ro, t1 - t0, t2 - t1, peak
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--generations", type=int, default=8, help="G (paper: 8)")
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--height", type=int, default=None, help="default: CPU 224, CUDA 476")
+    ap.add_argument("--width", type=int, default=None, help="default: CPU 308, CUDA 644")
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    args = ap.parse_args(argv)
+    cpu = args.device == "cpu"
+    H, W = args.height or (224 if cpu else 476), args.width or (308 if cpu else 644)
+    model, proc = build_case("3b-shape-2-layers" if cpu else "3b", args.device, args.frames, H, W)
+    model.set_trainable(verbose=False)  # the official plan: merger, connector, LLM
+    clip = list(np.random.default_rng(0).integers(0, 256, (args.frames, H, W, 3), dtype=np.uint8))
+    rows = [{"prompt": "How many chairs are in this room? Think, then answer in <answer></answer>.",
+             "video": clip, "question_type": "object_counting", "ground_truth": "3", "options": None}]
+    res = {}
+    rollouts = {}
+    for share in (False, True):
+        ro, t_gen, t_loss, peak = step(model, proc, rows, args.generations, share, args.max_new_tokens, args.device)
+        rollouts[share] = ro
+        res["shared_prefill" if share else "g_prefills"] = dict(rollout_s=round(t_gen, 2), loss_fwd_bwd_s=round(t_loss, 2),
+                                                               step_s=round(t_gen + t_loss, 2), peak_mb=round(peak))
+    same = torch.equal(rollouts[False].completion_ids, rollouts[True].completion_ids)
+    res.update(device=args.device, G=args.generations, frames=args.frames, frame_hw=[H, W],
+               rollout_ratio=round(res["g_prefills"]["rollout_s"] / res["shared_prefill"]["rollout_s"], 2),
+               step_ratio=round(res["g_prefills"]["step_s"] / res["shared_prefill"]["step_s"], 2),
+               rollouts_identical=same)
+    print(json.dumps(res))
+    print(f"grpo step: rollout {res['rollout_ratio']}x, step {res['step_ratio']}x, "
+          f"rollouts identical: {'yes' if same else 'no'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
