@@ -209,7 +209,7 @@ def build_predictor(model: str, cfg, rows: list[dict], *, fit: str | None = None
     m, processor = load_model_and_processor(model, device, dtype)
     processor.num_frames = cfg.num_frames
     return ModelPredictor(m, processor, cfg.generation_kwargs(), seed=cfg.seed, batch_size=cfg.batch_size,
-                          share_prefix=cfg.share_prefix), {"model": model,
+                          share_prefix=cfg.share_prefix, feature_cache=cfg.feature_cache_dir), {"model": model,
                                                                                   "dtype": str(m.dtype)}
 
 

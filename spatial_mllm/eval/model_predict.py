@@ -74,10 +74,17 @@ class ModelPredictor:
             (tested), much faster. The evaluation loop then hands over one video's questions per call
             (:attr:`group_key`). A batch of mixed videos takes the per-question path.
         batch_size: questions per ``generate`` call in the shared-prefix path.
+        feature_cache: a :class:`~spatial_mllm.models.feature_cache.VisualFeatureCache` (or a folder for one)
+            that the shared-prefix path reads the videos' fused features from (and fills).
     """
 
     def __init__(self, model, processor, generation_kwargs: dict | None = None, seed: int = 0,
-                 share_prefix: bool = True, batch_size: int = 32):
+                 share_prefix: bool = True, batch_size: int = 32, feature_cache=None):
+        if feature_cache is not None and not hasattr(feature_cache, "video_features"):
+            from spatial_mllm.models.feature_cache import VisualFeatureCache
+
+            feature_cache = VisualFeatureCache(model, feature_cache)
+        self.feature_cache = feature_cache
         self.model = model
         self.processor = processor
         self.generation_kwargs = dict(generation_kwargs if generation_kwargs is not None
@@ -112,7 +119,8 @@ class ModelPredictor:
                     torch.manual_seed(batch_seed(self.seed, batch))
                 if one_video:
                     return answer_questions(self.model, self.processor, videos[0], [it["prompt"] for it in batch],
-                                            batch_size=self.batch_size, max_new_tokens=max_new, **gen)
+                                            batch_size=self.batch_size, cache=self.feature_cache,
+                                            max_new_tokens=max_new, **gen)
                 return answer_batch(self.model, self.processor, videos, [it["prompt"] for it in batch],
                                     max_new_tokens=max_new, **gen)
         finally:
@@ -146,7 +154,7 @@ def evaluate_model_vsibench(model, processor, cfg: EvalConfig, *, rows: Sequence
             f.unlink()
     cfg = cfg.for_checkpoint(checkpoint if checkpoint is not None else getattr(model, "name_or_path", None))
     predict = ModelPredictor(model, processor, cfg.generation_kwargs(), seed=cfg.seed, batch_size=cfg.batch_size,
-                             share_prefix=cfg.share_prefix)
+                             share_prefix=cfg.share_prefix, feature_cache=cfg.feature_cache_dir)
     with torch.no_grad():
         return evaluate_vsibench(cfg, predict, rows=rows, state=state, progress=progress)
 

@@ -157,6 +157,9 @@ class EvalConfig(StageConfig):
     share_prefix: bool = field(default=True, metadata={"help": "model predictors: answer one video's questions "
                                "from one shared prefix (video encoded and prompt prefix prefilled once; the same "
                                "answers as per question, tested); false = one prompt per question"})
+    feature_cache_dir: str | None = field(default=None, metadata={"help": "folder of cached per-video visual "
+                                          "features (ViT + connector(VGGT)), keyed by video content, frames, "
+                                          "processor settings and weights: a second run skips the encoders"})
     max_new_tokens: int | None = field(
         default=None, metadata={"help": "new-token budget; null = the decoding's (official: 1024 VSI-Bench, 256 "
                                         "ScanQA/SQA3D; greedy: 16, or 1024 for the v1.0/think prompts)"}

@@ -65,14 +65,15 @@ def split_prompt(prompt: str) -> tuple[str, str]:
 
 @torch.no_grad()
 def build_prefix(model, processor, video, prompt: str, *, frame_indices=None, num_frames: int | None = None,
-                 features: dict | None = None) -> VideoPrefix:
+                 features: dict | None = None, cache=None) -> VideoPrefix:
     """Encode ``video`` once and prefill the prefix of ``prompt`` (any question's prompt about it).
 
     Args:
         video: anything :meth:`SpatialMLLMProcessor.load_video` reads (mp4, folder, frames, VideoInput).
         prompt: a chat prompt with one video (``processor.build_prompt(question)``); only its head is used.
-        features: ``{"video": SpatialFusedOutput}`` already computed for these frames (e.g. a feature cache);
-            None = computed here by ``model.encode_visual_inputs``.
+        features: ``{"video": SpatialFusedOutput}`` already computed for these frames; None = from ``cache``
+            (a :class:`~spatial_mllm.models.feature_cache.VisualFeatureCache`) or computed here by
+            ``model.encode_visual_inputs``.
     """
     head, _ = split_prompt(prompt)
     vin = processor.load_video(video, frame_indices=frame_indices, num_frames=num_frames)
@@ -80,6 +81,11 @@ def build_prefix(model, processor, video, prompt: str, *, frame_indices=None, nu
     device = next(model.parameters()).device
     grid = batch["video_grid_thw"].to(device)
     sgt = batch["second_per_grid_ts"].to(device)
+    if features is None and cache is not None:
+        settings = {"frame_indices": frame_indices, "num_frames": num_frames,
+                    **{k: getattr(processor, k, None) for k in ("pixel_preset", "num_frames", "min_pixels",
+                                                                "max_pixels", "total_pixels", "second_per_grid_t")}}
+        features = cache.video_features(video, batch, settings)
     if features is None:
         features = model.encode_visual_inputs(
             pixel_values_videos=batch["pixel_values_videos"].to(device), video_grid_thw=grid,
@@ -139,7 +145,7 @@ def generate_from_prefix(model, processor, prefix: VideoPrefix, prompts: list[st
 
 def answer_questions(model, processor, video, questions: list[str], *, frame_indices=None,
                      num_frames: int | None = None, batch_size: int = 32, features: dict | None = None,
-                     **generate_kwargs) -> list[str]:
+                     cache=None, **generate_kwargs) -> list[str]:
     """Answers to ``questions`` about one ``video`` (the same texts as
     :func:`spatial_mllm.models.ask.answer_batch` on the same inputs), decoding ``batch_size`` questions per
     ``generate`` call from one prefix."""
@@ -147,7 +153,7 @@ def answer_questions(model, processor, video, questions: list[str], *, frame_ind
         return []
     prompts = [processor.build_prompt(q) for q in questions]
     prefix = build_prefix(model, processor, video, prompts[0], frame_indices=frame_indices, num_frames=num_frames,
-                          features=features)
+                          features=features, cache=cache)
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
         new = generate_from_prefix(model, processor, prefix, prompts[i:i + batch_size], **generate_kwargs)
