@@ -351,3 +351,30 @@ def test_grpo_passes_completion_ids_to_rewards(tok, proc, tmp_path):
     length_col = ro.rewards_per_func[:, 1]
     assert not torch.isnan(length_col).any()
     assert set(length_col.tolist()) <= {0.0, 1.0}
+
+
+def test_grpo_loss_forward_encodes_each_video_once(tok, proc, tmp_path):
+    """share_visual: the G rows of a prompt read one encoding of its video (video_index) — the same log-probs
+    and gradients as encoding it per row, and VGGT runs once per distinct video."""
+    from spatial_mllm.train.grpo import per_token_logps
+
+    trainer = _trainer(tok, proc, tmp_path)
+    torch.manual_seed(0)
+    ro = trainer.generate(trainer.rows)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    idx = list(range(len(ro.texts)))
+    calls = []
+    hook = model.spatial_encoder.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    results = {}
+    for share in (False, True):
+        model.zero_grad(set_to_none=True)
+        inputs = ro.model_inputs(idx, "cpu", share_visual=share)
+        C = ro.completion_ids.shape[1]
+        logits = model(**inputs, use_cache=False, logits_to_keep=C + 1).logits[:, :-1]
+        logp, _ = per_token_logps(logits, ro.completion_ids, 0.7)
+        (logp * ro.completion_mask).sum().backward()
+        results[share] = (logp.detach(), model.connector.ln_q.weight.grad.clone())
+    hook.remove()
+    assert calls == [len(idx), len(trainer.rows)]  # 8 videos encoded, then 2
+    assert torch.allclose(results[True][0], results[False][0], atol=ATOL, rtol=0)
+    assert torch.allclose(results[True][1], results[False][1], atol=1e-5, rtol=1e-4)

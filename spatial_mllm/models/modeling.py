@@ -242,13 +242,31 @@ class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         spatial_pixel_values_videos: list[torch.Tensor] | None = None,
         spatial_pixel_values_images: list[torch.Tensor] | None = None,
         mm_encoder_outputs: dict | None = None,
+        video_index: torch.LongTensor | list[int] | None = None,
         **kwargs,
     ):
         """Qwen2.5-VL's forward with the spatial branch added to the visual embeddings.
 
         All Qwen2.5-VL arguments are accepted (``labels``, ``cache``, ``use_cache``, ``logits_to_keep``,
         ...). Returns ``MultimodalCausalLMOutputWithPast`` (``logits [B, L, vocab]``, ``loss``, ``cache``).
+
+        ``video_index`` (``[n_blocks]``): the video inputs (pixels, grid, spatial frames, seconds per grid)
+        hold each DISTINCT video once, and the ``k``-th video block of the batch (in order) shows video
+        ``video_index[k]`` — e.g. the G completions of one GRPO prompt: each video is encoded once (ViT +
+        VGGT + connector, with grad where trainable) and its features serve every row that shows it.
         """
+        if video_index is not None:
+            idx = torch.as_tensor(video_index, dtype=torch.long, device=video_grid_thw.device)
+            if pixel_values_videos is None or mm_encoder_outputs is not None:
+                raise ValueError("video_index needs the distinct videos' raw inputs (pixel_values_videos, "
+                                 "spatial_pixel_values_videos), not mm_encoder_outputs")
+            fused = self.encode_visual_inputs(pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
+                                              spatial_pixel_values_videos=spatial_pixel_values_videos)["video"]
+            mm_encoder_outputs = {"video": SpatialFusedOutput(
+                pooler_output=tuple(fused.pooler_output[i] for i in idx.tolist()))}
+            video_grid_thw = video_grid_thw[idx]
+            second_per_grid_ts = second_per_grid_ts[idx] if second_per_grid_ts is not None else None
+            pixel_values_videos = spatial_pixel_values_videos = None
         if mm_token_type_ids is None and input_ids is not None and (
                 image_grid_thw is not None or video_grid_thw is not None):
             mm_token_type_ids = mm_token_type_ids_from_input_ids(input_ids, self.config)

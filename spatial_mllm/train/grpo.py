@@ -168,7 +168,8 @@ class GRPOConfig(StageConfig):
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling p (1.0 = off)"})
     max_new_tokens: int = field(default=48, metadata={"help": "completion length limit, tokens"})
     share_prefix: bool = field(default=True, metadata={"help": "sample each prompt's G completions from one "
-                               "prefill of its video prefix (models/prefix.py) instead of G prefills"})
+                               "prefill of its video prefix (models/prefix.py) instead of G prefills, and encode "
+                               "its video once in the loss forward (video_index) instead of G times"})
     learning_rate: float = field(default=1e-3, metadata={"help": f"AdamW learning rate (paper: 1e-6, "
                                  f"{PAPER_NOTE})"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
@@ -466,10 +467,18 @@ class Rollout:
     ref_logps: torch.Tensor | None = None  # [N, C]
     sample_logps: torch.Tensor | None = None  # [N, C] log-probs recorded while sampling (see generate_completions)
 
-    def model_inputs(self, idx: list[int], device) -> dict:
+    def model_inputs(self, idx: list[int], device, share_visual: bool = False) -> dict:
+        """Forward inputs of rows ``idx`` (prompt + completion). ``share_visual``: each distinct video once
+        + ``video_index`` (the model encodes a prompt's video once for its G completions)."""
         ids = torch.cat([self.prompt_ids[idx], self.completion_ids[idx]], dim=1).to(device)
         mask = torch.cat([self.prompt_mask[idx], self.completion_mask[idx]], dim=1).to(device)
-        return {"input_ids": ids, "attention_mask": mask, **collate_visual([self.visual[i] for i in idx], device)}
+        visual = [self.visual[i] for i in idx]
+        if not share_visual or all(v is None for v in visual):
+            return {"input_ids": ids, "attention_mask": mask, **collate_visual(visual, device)}
+        distinct: dict[int, int] = {}
+        index = [distinct.setdefault(id(v), len(distinct)) for v in visual if v is not None]
+        unique = list({id(v): v for v in visual if v is not None}.values())
+        return {"input_ids": ids, "attention_mask": mask, **collate_visual(unique, device), "video_index": index}
 
 
 def _completion_mask(ids: torch.Tensor, eos_ids: list[int]) -> torch.Tensor:
@@ -709,7 +718,7 @@ class GRPOTrainer:
 
     def _forward_logps(self, model, ro: Rollout, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.accelerator.device
-        inputs = ro.model_inputs(idx, device)
+        inputs = ro.model_inputs(idx, device, share_visual=self.cfg.share_prefix)
         C = ro.completion_ids.shape[1]
         logits = model(**inputs, use_cache=False, logits_to_keep=C + 1).logits[:, :-1]  # [n, C, V]
         return per_token_logps(logits, ro.completion_ids[idx].to(device), self.cfg.temperature, self.suppress)
