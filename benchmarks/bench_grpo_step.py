@@ -1,8 +1,9 @@
-"""One GRPO step (G completions of one prompt + the loss forward/backward), G full prefills vs one shared
-prefill of the video prefix (``generate_completions(share_prefix=...)``).
+"""One GRPO step (G completions of one prompt + the loss forward/backward), before/after: G full prefills
+and G encodings of the video in the loss forward, vs one shared prefill of the video prefix
+(``generate_completions(share_prefix=True)``) and one encoding for the G rows (``share_visual``).
 
 Per path: seconds of the rollout (sampling G completions), seconds of the loss forward + backward over the
-G (prompt, completion) rows (the same code in both paths), the peak memory (CUDA: ``max_memory_allocated``;
+G (prompt, completion) rows, the peak memory (CUDA: ``max_memory_allocated``;
 CPU: peak RSS, sampled), and whether the two rollouts are identical under the same sampling seed (one
 prompt: both paths draw from ``[G, vocab]`` probabilities each step, so equal distributions give equal
 tokens). Model: CPU (default) the 3B-shape model reduced in depth (real widths, vocabulary and connector,
@@ -42,7 +43,7 @@ def step(model, proc, rows, G, share, max_new_tokens, device):
         ro = generate_completions(model, proc, rows, G, temperature=1.0, max_new_tokens=max_new_tokens,
                                   device=device, share_prefix=share)
         t1 = time.perf_counter()
-        inputs = ro.model_inputs(list(range(len(ro.texts))), device)
+        inputs = ro.model_inputs(list(range(len(ro.texts))), device, share_visual=share)
         C = ro.completion_ids.shape[1]
         logits = model(**inputs, use_cache=False, logits_to_keep=C + 1).logits[:, :-1]
         logp, _ = per_token_logps(logits, ro.completion_ids.to(device), 1.0, suppressed_ids(proc.tokenizer))
