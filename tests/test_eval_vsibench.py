@@ -203,3 +203,36 @@ def test_accelerate_launch_two_cpu_processes(rows, tmp_path):
     single = evaluate_vsibench(_cfg(tmp_path, "single"), ChanceBaseline(1, rows), rows=rows, state=LocalState())
     assert all(r["scores"] == single for r in results)
     assert len((tmp_path / "out" / "predictions.shard1.jsonl").read_text().splitlines()) == 6
+
+
+def test_grouped_shards_take_whole_videos(rows, tmp_path):
+    """A predictor with a group_key gets one group per call; shards take whole groups; the merged
+    predictions equal the ungrouped run's."""
+    items = build_items(rows)
+    for i, it in enumerate(items):
+        it["video"] = f"video{i % 3}"  # 3 videos, their questions interleaved in item order
+
+    class Grouped:
+        group_key = staticmethod(lambda it: it["video"])
+
+        def __init__(self):
+            self.calls = []
+
+        def __call__(self, batch):
+            self.calls.append([it["video"] for it in batch])
+            return [f"{it['id']}" for it in batch]
+
+    kw = dict(key=lambda it: it["id"], fingerprint_fields=FINGERPRINT_FIELDS,
+              record_fields=("id", "question_type", "ground_truth"), batch_size=2)  # fmt: skip
+    plain = Grouped()
+    plain.group_key = None
+    one = loop.predict_shard(items, plain, tmp_path / "one", **kw)
+    done = loop.read_predictions(tmp_path / "two")
+    preds = [Grouped(), Grouped()]
+    for i in (0, 1):
+        loop.predict_shard(items, preds[i], tmp_path / "two", shard_index=i, num_shards=2, done=done,
+                           group_key=Grouped.group_key, **kw)
+    assert [c[0] for c in preds[0].calls] == ["video0", "video2"] and [c[0] for c in preds[1].calls] == ["video1"]
+    assert all(len(set(c)) == 1 for p in preds for c in p.calls)  # one video per call
+    two = loop.collect_predictions(items, tmp_path / "two", key=kw["key"])
+    assert [r["prediction"] for r in two] == [r["prediction"] for r in one]
