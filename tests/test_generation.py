@@ -378,3 +378,22 @@ def test_grpo_loss_forward_encodes_each_video_once(tok, proc, tmp_path):
     assert calls == [len(idx), len(trainer.rows)]  # 8 videos encoded, then 2
     assert torch.allclose(results[True][0], results[False][0], atol=ATOL, rtol=0)
     assert torch.allclose(results[True][1], results[False][1], atol=1e-5, rtol=1e-4)
+
+
+def test_video_index_picks_which_video_each_block_shows(model, proc):
+    """video_index is an input: swapping which distinct video each row's block shows swaps the rows' logits,
+    and [0, 1] over two distinct videos equals passing both videos per row."""
+    a, b = frames(4, 56, 84, seed=21), frames(4, 56, 84, seed=22)
+    q = [proc.build_prompt("How many chairs?")] * 2
+    per_row = proc(q, videos=[a, b])
+    distinct = {k: per_row[k] for k in ("input_ids", "attention_mask")}
+    distinct.update(pixel_values_videos=per_row["pixel_values_videos"], video_grid_thw=per_row["video_grid_thw"],
+                    second_per_grid_ts=per_row["second_per_grid_ts"],
+                    spatial_pixel_values_videos=per_row["spatial_pixel_values_videos"])
+    with torch.no_grad():
+        plain = model(**per_row).logits[:, -1]
+        same = model(**distinct, video_index=[0, 1]).logits[:, -1]
+        swapped = model(**distinct, video_index=[1, 0]).logits[:, -1]
+    assert torch.allclose(same, plain, atol=ATOL, rtol=0)
+    assert (swapped - same).abs().max() > 1e-3
+    assert torch.allclose(swapped[0], plain[1], atol=ATOL, rtol=0) and torch.allclose(swapped[1], plain[0], atol=ATOL, rtol=0)
