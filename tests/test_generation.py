@@ -222,11 +222,12 @@ def _trainer(tok, proc, tmp_path, **kw):
     return GRPOTrainer(cfg, _rows(), model=tiny_model(tok), processor=proc, model_source="tiny")
 
 
-@pytest.mark.parametrize("share_prefix", [False, True])
-def test_grpo_sampling_logps_equal_loss_logps_and_ratio_is_one(tok, proc, tmp_path, share_prefix):
-    """Also with the shared prefill (each prompt's G samples from one prefill of its video prefix): the
-    log-probs recorded while sampling equal the loss forward's on the full (prompt, completion)."""
-    trainer = _trainer(tok, proc, tmp_path, share_prefix=share_prefix)
+@pytest.mark.parametrize("share_prefix,encoder_cache", [(False, False), (True, False), (True, True)])
+def test_grpo_sampling_logps_equal_loss_logps_and_ratio_is_one(tok, proc, tmp_path, share_prefix, encoder_cache):
+    """Also with the shared prefill (each prompt's G samples from one prefill of its video prefix) and the
+    frozen encoders' outputs reused: the log-probs recorded while sampling equal the loss forward's on the
+    full (prompt, completion)."""
+    trainer = _trainer(tok, proc, tmp_path, share_prefix=share_prefix, encoder_cache=encoder_cache)
     torch.manual_seed(0)
     ro = trainer.generate(trainer.rows)
     assert ro.sample_logps.shape == ro.completion_ids.shape
@@ -358,7 +359,7 @@ def test_grpo_loss_forward_encodes_each_video_once(tok, proc, tmp_path):
     and gradients as encoding it per row, and VGGT runs once per distinct video."""
     from spatial_mllm.train.grpo import per_token_logps
 
-    trainer = _trainer(tok, proc, tmp_path)
+    trainer = _trainer(tok, proc, tmp_path, encoder_cache=False)  # raw pixels (trunks: test_encoder_trunks.py)
     torch.manual_seed(0)
     ro = trainer.generate(trainer.rows)
     model = trainer.accelerator.unwrap_model(trainer.model)

@@ -63,6 +63,7 @@ from torch import nn
 from transformers import Qwen2_5_VLForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel, Qwen2_5_VLPreTrainedModel
+from transformers.vision_utils import get_vision_window_index
 
 from spatial_mllm.models.checkpoint_keys import (
     detect_layout,
@@ -76,7 +77,7 @@ from spatial_mllm.models.rope import get_rope_index
 from spatial_mllm.models.vggt import VGGT, VGGTConfig
 
 __all__ = ["SpatialEncoder", "SpatialMLLMModel", "SpatialMLLMForConditionalGeneration", "SPATIAL_INPUT_NAMES",
-           "SpatialFusedOutput", "mm_token_type_ids_from_input_ids"]
+           "SpatialFusedOutput", "VisualTrunk", "mm_token_type_ids_from_input_ids"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,27 @@ class SpatialFusedOutput(BaseModelOutputWithPooling):
     for connector ``none``). Its TYPE is the marker that :meth:`SpatialMLLMForConditionalGeneration.forward`
     checks on ``mm_encoder_outputs``; make it only through
     :meth:`SpatialMLLMForConditionalGeneration.encode_visual_inputs`."""
+
+
+@dataclass
+class VisualTrunk:
+    """The frozen part of one video's visual encoding (:meth:`SpatialMLLMForConditionalGeneration.encode_visual_trunks`):
+
+    - ``vit_hidden`` ``[t·h·w, C_vit]``: the ViT blocks' output before the merger, in the ViT's window order
+      (t, h, w = the video's patch grid);
+    - ``spatial_tokens`` ``[S, h·w, 2·embed_dim]``: VGGT's patch tokens of the connector's layer (None for the
+      2D-only model).
+
+    What is left (merger, connector, addition) is cheap and may be trainable: a cache of trunks lets GRPO
+    epochs skip the ViT blocks and VGGT (:class:`spatial_mllm.models.feature_cache.EncoderTrunkCache`).
+    """
+
+    vit_hidden: torch.Tensor
+    spatial_tokens: torch.Tensor | None = None
+
+    def to(self, device) -> VisualTrunk:
+        return VisualTrunk(self.vit_hidden.to(device),
+                           None if self.spatial_tokens is None else self.spatial_tokens.to(device))
 
 
 def mm_token_type_ids_from_input_ids(input_ids: torch.Tensor, config) -> torch.Tensor:
@@ -204,6 +226,12 @@ class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
             frames: list of ``[S, 3, H, W]`` in [0, 1] (images: ``[3, H, W]``, repeated to 2 frames).
             grid_thw: ``[N, 3]`` ViT patch grids of the same videos/images (rows in the same order).
         """
+        return self.connect_spatial_tokens(self.spatial_tokens(frames, grid_thw, what), grid_thw)
+
+    def spatial_tokens(self, frames: list[torch.Tensor], grid_thw: torch.Tensor, what: str = "video"
+                       ) -> list[torch.Tensor]:
+        """VGGT's patch tokens per video/image: ``[S, (H/14)·(W/14), 2·embed_dim]`` each (the layer
+        ``spatial_embeds_layer_idx``); arguments as :meth:`get_spatial_embeds`."""
         if len(frames) != len(grid_thw):
             raise ValueError(f"{len(frames)} spatial {what} inputs but {len(grid_thw)} {what}_grid_thw rows")
         tp = self.config.vision_config.temporal_patch_size
@@ -221,11 +249,66 @@ class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
                     f"{(t, h, w)} needs {t * tp}x{h * p}x{w * p}: pass the same resized frames the ViT saw")
             prepared.append(f)
         layer = self.config.connector_config["spatial_embeds_layer_idx"]
-        tokens = self.spatial_encoder(prepared, layer_idx=layer)  # list of [S, P, 2C]
+        return self.spatial_encoder(prepared, layer_idx=layer)  # list of [S, P, 2C]
+
+    def connect_spatial_tokens(self, tokens: list[torch.Tensor], grid_thw: torch.Tensor) -> list[torch.Tensor]:
+        """The connector on VGGT patch tokens: ``[S, P, 2C]`` per video → ``[t'·h'·w', hidden]`` per video."""
         dtype = self.connector.ln_q.weight.dtype
         merged = [self.connector.merge(tok.to(dtype), (h, w)) for tok, (_, h, w) in zip(tokens, grid_thw.tolist())]
         out = self.connector(torch.cat(merged, dim=0))  # [ΣN, hidden]
         return list(torch.split(out, [m.shape[0] for m in merged]))
+
+    # ------------------------------------------------------------------------------------------ trunks
+    def _check_trunks_frozen(self) -> None:
+        groups = self.parameter_groups()
+        for part, arg in (("vision", "vision"), ("spatial", "spatial")):
+            if any(p.requires_grad for p in groups[part]) and torch.is_grad_enabled():
+                raise ValueError(f"video_trunks hold the frozen encoders' outputs, but the {part} parameters are "
+                                 f"trainable (set_trainable({arg}=True)): their gradient would be lost. Pass the raw "
+                                 f"pixel_values_videos/spatial_pixel_values_videos instead")
+
+    @torch.no_grad()
+    def encode_visual_trunks(self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.LongTensor,
+                             spatial_pixel_values_videos: list[torch.Tensor] | None = None) -> list[VisualTrunk]:
+        """The FROZEN part of each video's visual encoding (no grad), one :class:`VisualTrunk` per video: the
+        ViT blocks' output before the merger and VGGT's patch tokens. :meth:`fuse_visual_trunks` applies the
+        trainable rest (merger, connector, addition); together they equal :meth:`encode_visual_inputs`."""
+        visual = self.model.visual
+        out = visual(pixel_values_videos.type(visual.dtype), grid_thw=video_grid_thw, return_dict=True)
+        # the blocks' output is in window order, video by video (the windows never cross videos)
+        hidden = torch.split(out.last_hidden_state, video_grid_thw.prod(-1).tolist())  # [t·h·w, C_vit] each
+        tokens: list[torch.Tensor | None] = [None] * len(hidden)
+        if self.connector is not None:
+            if spatial_pixel_values_videos is None:
+                raise ValueError("pixel_values_videos given without spatial_pixel_values_videos: the spatial "
+                                 "encoder needs the [0, 1] frames (SpatialMLLMProcessor returns them)")
+            tokens = self.spatial_tokens(spatial_pixel_values_videos, video_grid_thw, "video")
+        return [VisualTrunk(h, t) for h, t in zip(hidden, tokens)]
+
+    def fuse_visual_trunks(self, trunks: list[VisualTrunk], video_grid_thw: torch.LongTensor) -> SpatialFusedOutput:
+        """``ViT merger(trunk) + connector(trunk's VGGT tokens)`` per video (with grad where the merger and the
+        connector are trainable): the same features as :meth:`encode_visual_inputs` on the raw video."""
+        if len(trunks) != len(video_grid_thw):
+            raise ValueError(f"{len(trunks)} video_trunks but {len(video_grid_thw)} video_grid_thw rows")
+        visual = self.model.visual
+        merger_param = next(visual.merger.parameters())
+        for i, (t, (gt, gh, gw)) in enumerate(zip(trunks, video_grid_thw.tolist())):
+            if t.vit_hidden.shape[0] != gt * gh * gw:
+                raise ValueError(f"video_trunks[{i}] has {t.vit_hidden.shape[0]} ViT patches but its grid "
+                                 f"{(gt, gh, gw)} has {gt * gh * gw}")
+            if self.connector is not None and t.spatial_tokens is None:
+                raise ValueError(f"video_trunks[{i}] has no spatial_tokens, but the model has a spatial branch")
+        hidden = torch.cat([t.vit_hidden for t in trunks]).to(merger_param.device, merger_param.dtype)
+        window_index, _ = get_vision_window_index(video_grid_thw, spatial_merge_size=visual.spatial_merge_size,
+                                                  window_size=visual.window_size, patch_size=visual.patch_size)
+        merged = visual.merger(hidden)[torch.argsort(window_index)]  # as Qwen's ViT: window order undone
+        m2 = visual.spatial_merge_size ** 2
+        vit = torch.split(merged, (video_grid_thw.prod(-1) // m2).tolist())
+        if self.connector is not None:
+            device = merger_param.device
+            spatial = self.connect_spatial_tokens([t.spatial_tokens.to(device) for t in trunks], video_grid_thw)
+            vit = tuple(e + s.to(e.dtype) for e, s in zip(vit, spatial))
+        return SpatialFusedOutput(pooler_output=tuple(vit))
 
     # ------------------------------------------------------------------------------------------ forward
     def forward(
@@ -243,6 +326,7 @@ class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         spatial_pixel_values_images: list[torch.Tensor] | None = None,
         mm_encoder_outputs: dict | None = None,
         video_index: torch.LongTensor | list[int] | None = None,
+        video_trunks: list[VisualTrunk] | None = None,
         **kwargs,
     ):
         """Qwen2.5-VL's forward with the spatial branch added to the visual embeddings.
@@ -254,7 +338,28 @@ class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         hold each DISTINCT video once, and the ``k``-th video block of the batch (in order) shows video
         ``video_index[k]`` — e.g. the G completions of one GRPO prompt: each video is encoded once (ViT +
         VGGT + connector, with grad where trainable) and its features serve every row that shows it.
+
+        ``video_trunks`` (one :class:`VisualTrunk` per video, or per distinct video with ``video_index``):
+        the frozen encoders' outputs instead of ``pixel_values_videos`` + ``spatial_pixel_values_videos``;
+        the merger and the connector run here (with grad where trainable). An error when the ViT blocks or
+        VGGT are trainable (their gradient would be lost).
         """
+        if video_trunks is not None:
+            if (pixel_values_videos is not None or spatial_pixel_values_videos is not None
+                    or (mm_encoder_outputs or {}).get("video") is not None):
+                raise ValueError("video_trunks replace pixel_values_videos, spatial_pixel_values_videos and "
+                                 "mm_encoder_outputs['video']: pass one of them")
+            if video_grid_thw is None:
+                raise ValueError("video_trunks given without video_grid_thw")
+            self._check_trunks_frozen()
+            fused = self.fuse_visual_trunks(video_trunks, video_grid_thw)
+            if video_index is not None:
+                idx = torch.as_tensor(video_index, dtype=torch.long, device=video_grid_thw.device)
+                fused = SpatialFusedOutput(pooler_output=tuple(fused.pooler_output[i] for i in idx.tolist()))
+                video_grid_thw = video_grid_thw[idx]
+                second_per_grid_ts = second_per_grid_ts[idx] if second_per_grid_ts is not None else None
+                video_index = None
+            mm_encoder_outputs = {**(mm_encoder_outputs or {}), "video": fused}
         if video_index is not None:
             idx = torch.as_tensor(video_index, dtype=torch.long, device=video_grid_thw.device)
             if pixel_values_videos is None or mm_encoder_outputs is not None:

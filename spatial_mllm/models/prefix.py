@@ -82,9 +82,10 @@ def build_prefix(model, processor, video, prompt: str, *, frame_indices=None, nu
     grid = batch["video_grid_thw"].to(device)
     sgt = batch["second_per_grid_ts"].to(device)
     if features is None and cache is not None:
-        settings = {"frame_indices": frame_indices, "num_frames": num_frames,
-                    **{k: getattr(processor, k, None) for k in ("pixel_preset", "num_frames", "min_pixels",
-                                                                "max_pixels", "total_pixels", "second_per_grid_t")}}
+        from spatial_mllm.models.feature_cache import processor_settings
+
+        settings = processor_settings(processor, frame_indices=frame_indices)
+        settings["num_frames"] = num_frames if num_frames is not None else settings["num_frames"]
         features = cache.video_features(video, batch, settings)
     if features is None:
         features = model.encode_visual_inputs(
