@@ -3,6 +3,12 @@
     spatial-mllm run-notebooks --preset tiny [--only 03 04] [--set key=value ...]
     spatial-mllm ask --model PATH_OR_ID --video v.mp4 [--frames 16] [--sampling uniform|space-aware] "question"
     spatial-mllm evaluate vsibench|scanqa|sqa3d --model PATH_OR_ID|tiny|chance|frequency --data ... [--out DIR]
+    spatial-mllm export [--layout ours|official-v1.1] SRC DST [--vggt-heads facebook/VGGT-1B] [--push-to-hub REPO]
+
+Errors: a known error (a missing or corrupt file, a bad checkpoint, a bad params key, ...) is one line on
+stderr, ``error: ...``, naming the file or key, exit code 2; anything else is one line plus "run with --debug
+for the traceback", exit code 1. ``--debug`` (before or after the subcommand) prints the full traceback.
+The policy lives in :mod:`spatial_mllm.errors`; no subcommand catches errors of its own.
 """
 
 from __future__ import annotations
@@ -15,13 +21,13 @@ import yaml
 
 
 def _cmd_run_notebooks(args: argparse.Namespace) -> int:
+    from spatial_mllm.config import ConfigError
     from spatial_mllm.runner import NotebookFailed, run_notebooks
 
     overrides = {}
     for item in args.set or []:
         if "=" not in item:
-            print(f"error: --set {item!r} is not of the form key=value", file=sys.stderr)
-            return 2
+            raise ConfigError(f"--set {item!r} is not of the form key=value")
         k, _, v = item.partition("=")
         overrides[k.strip()] = yaml.safe_load(v)
     try:
@@ -29,14 +35,11 @@ def _cmd_run_notebooks(args: argparse.Namespace) -> int:
             args.preset, args.only, root=args.root, output_root=args.output_root, kernel=args.kernel,
             overrides=overrides or None, progress=not args.no_progress,
         )
-    except NotebookFailed as e:
+    except NotebookFailed as e:  # the failing cell's source and error: a report of its own, by design
         print(f"\nFAILED: {e}", file=sys.stderr)
         if e.executed_path is not None:
             print(f"(the partly executed notebook is {e.executed_path})", file=sys.stderr)
         return 1
-    except (FileNotFoundError, RuntimeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     out = Path(args.root or ".").resolve() / args.output_root / args.preset
     print(f"\nRan {len(results)} notebook(s) on preset {args.preset!r}:")
     for r in results:
@@ -69,12 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
     from spatial_mllm.eval.cli import add_evaluate_subparser
 
     add_evaluate_subparser(sub)
+
+    from spatial_mllm.models.hub import add_export_subparser
+
+    add_export_subparser(sub)
+
+    debug_help = "print the full traceback of an error (default: one line naming the file or key)"
+    p.add_argument("--debug", action="store_true", help=debug_help)
+    for sp in sub.choices.values():  # also accepted after the subcommand
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the subcommand under :func:`spatial_mllm.errors.run_command`."""
+    from spatial_mllm.errors import run_command
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    return run_command(args.func, args, debug=args.debug)
 
 
 if __name__ == "__main__":

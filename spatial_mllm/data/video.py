@@ -153,8 +153,9 @@ def _open_av(path: Path):
             container.close()
             raise VideoReadError(f"no video stream in {path}")
         return container
-    except av.FFmpegError as e:
-        raise VideoReadError(f"cannot open video {path}: {e}") from e
+    except av.FFmpegError as e:  # FFmpeg's reason without its errno and repeated path
+        reason = getattr(e, "strerror", None) or str(e)
+        raise VideoReadError(f"cannot open video {path}: {reason} (corrupt, truncated or not a video file)") from e
 
 
 def video_info(path: str | os.PathLike) -> tuple[int, float]:

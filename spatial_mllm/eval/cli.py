@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 import yaml
@@ -255,22 +254,15 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     from spatial_mllm.eval.scanqa import evaluate_qa
     from spatial_mllm.eval.vsibench import evaluate_vsibench
 
-    try:
-        cfg = build_eval_config(args)
-        rows = load_rows(cfg)
-    except (ConfigError, FileNotFoundError, KeyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # errors (a bad key, a missing file, a refused folder) are reported by spatial_mllm.errors.run_command
+    cfg = build_eval_config(args)
+    rows = load_rows(cfg)
     state = default_state()
     out = resolve_path(cfg.output_dir)
-    try:
-        predict, desc = build_predictor(args.model, cfg, rows, fit=args.fit, device=args.device or str(state.device),
-                                        dtype=args.dtype)
-        if state.is_main_process:
-            _check_predictor(out, desc, args.overwrite)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    predict, desc = build_predictor(args.model, cfg, rows, fit=args.fit, device=args.device or str(state.device),
+                                    dtype=args.dtype)
+    if state.is_main_process:
+        _check_predictor(out, desc, args.overwrite)
     state.wait_for_everyone()
     before = set(read_predictions(out)) if out.is_dir() else set()
     progress = not args.no_progress
@@ -296,7 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_evaluate_command(build_parser().parse_args(argv))
+    """Stand-alone entry (``accelerate launch -m spatial_mllm.eval.cli``), with the errors policy of
+    :mod:`spatial_mllm.errors` (one line, ``--debug`` for the traceback)."""
+    from spatial_mllm.errors import run_command
+
+    p = build_parser()
+    p.add_argument("--debug", action="store_true", help="print the full traceback of an error")
+    args = p.parse_args(argv)
+    return run_command(run_evaluate_command, args, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,13 @@ from functools import lru_cache
 import torch
 
 __all__ = ["ask", "answer_batch", "load_model_and_processor", "space_aware_indices", "add_ask_subparser",
-           "run_ask_command", "OFFICIAL_DECODING"]
+           "run_ask_command", "OFFICIAL_DECODING", "OFFICIAL_MAX_NEW_TOKENS"]
 
 # master src/inference.py and src/evaluation/vsibench/eval_vsibench.py generation_kwargs (with max_new_tokens
 # 1024); spatial_mllm.eval.vsibench.DECODINGS["official"] holds the same values (eval/ sits below models/)
 OFFICIAL_DECODING = {"do_sample": True, "temperature": 0.1, "top_p": 0.001}
+# their max_new_tokens (VSI-Bench; spatial_mllm.eval.vsibench.OFFICIAL_MAX_NEW_TOKENS["vsibench"] is the same)
+OFFICIAL_MAX_NEW_TOKENS = 1024
 
 
 @lru_cache(maxsize=2)
@@ -90,7 +92,7 @@ def space_aware_indices(video: str | os.PathLike, k: int, vggt=None, candidates:
 
 
 def answer_batch(model, processor, videos: list, questions: list[str], *, frame_indices: list | None = None,
-                 max_new_tokens: int = 1024, **generate_kwargs) -> list[str]:
+                 max_new_tokens: int = OFFICIAL_MAX_NEW_TOKENS, **generate_kwargs) -> list[str]:
     """Answer several (video, question) pairs with one ``generate`` call (left padding)."""
     if len(videos) != len(questions):
         raise ValueError(f"{len(videos)} videos but {len(questions)} questions")
@@ -106,8 +108,8 @@ def answer_batch(model, processor, videos: list, questions: list[str], *, frame_
 
 
 def ask(model, video, question: str, frames: int = 16, sampling: str = "uniform", *, vggt=None,
-        candidates: int = 128, max_new_tokens: int = 1024, device: str | None = None, decoding: str = "official",
-        seed: int = 0, **generate_kwargs) -> str:
+        candidates: int = 128, max_new_tokens: int = OFFICIAL_MAX_NEW_TOKENS, device: str | None = None,
+        decoding: str = "official", seed: int = 0, **generate_kwargs) -> str:
     """Answer ``question`` about ``video`` (mp4 path, frame folder, or list of frames).
 
     Args:
@@ -148,7 +150,7 @@ def add_ask_subparser(subparsers) -> argparse.ArgumentParser:
                    help="frame sampling: uniform, or the paper's space-aware (needs a VGGT point head)")
     p.add_argument("--vggt", default=None, help="VGGT checkpoint for space-aware sampling (e.g. facebook/VGGT-1B)")
     p.add_argument("--candidates", type=int, default=128, help="candidate frames for space-aware sampling")
-    p.add_argument("--max-new-tokens", type=int, default=1024, help="generation length limit (official: 1024)")
+    p.add_argument("--max-new-tokens", type=int, default=OFFICIAL_MAX_NEW_TOKENS, help="generation length limit (official: 1024)")
     p.add_argument("--decoding", choices=["official", "greedy"], default="official",
                    help="official: temperature 0.1, top_p 0.001, sampled (the official scripts); greedy")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled decoding")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 __all__ = ["KEY_RENAMES", "QWEN_451_RENAMES", "V10_RENAMES", "ignored_key_patterns", "detect_layout",
@@ -88,23 +89,55 @@ def ignored_key_patterns(config) -> list[str]:
     return pats
 
 
+_HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    """Tensor names in one safetensors file (its header only); a corrupt file is an ``OSError`` naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return list(f.keys())
+    except SafetensorError as e:
+        raise OSError(f"corrupt checkpoint file {path}: {e}") from e
+
+
 def list_checkpoint_keys(path_or_id: str | os.PathLike, **hub_kwargs) -> list[str]:
-    """Tensor names of a safetensors checkpoint (local folder or hub repo) without reading the tensors."""
+    """Tensor names of a safetensors checkpoint (local folder or hub repo) without reading the tensors.
+
+    Errors name the folder or file: a path that is not a folder (and not a hub id), a folder without
+    ``model.safetensors(.index.json)``, a shard the index names but that is missing, a corrupt safetensors
+    header (``OSError``), a hub repo that cannot be reached or has no safetensors (``OSError``)."""
     p = Path(path_or_id)
     if p.is_dir():
         index = p / "model.safetensors.index.json"
         if index.is_file():
-            return sorted(json.loads(index.read_text())["weight_map"])
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise OSError(f"corrupt checkpoint index {index}: {e}") from e
+            for shard in sorted(set(weight_map.values())):  # headers only: cheap, and a bad shard is named
+                if not (p / shard).is_file():
+                    raise FileNotFoundError(f"checkpoint shard {p / shard} (named in {index.name}) is missing")
+                _safetensors_keys(p / shard)
+            return sorted(weight_map)
         single = p / "model.safetensors"
         if single.is_file():
-            from safetensors import safe_open
-
-            with safe_open(str(single), "pt") as f:
-                return sorted(f.keys())
-        raise FileNotFoundError(f"no model.safetensors(.index.json) in {p}")
+            return sorted(_safetensors_keys(single))
+        raise FileNotFoundError(f"no model.safetensors(.index.json) in checkpoint folder {p}")
+    name = str(path_or_id)
+    if p.exists() or name.startswith((".", "/", "~")) or not _HUB_REPO_ID.match(name):
+        what = "is a file, not a checkpoint folder" if p.exists() else "does not exist (and is not a hub repo id)"
+        raise FileNotFoundError(f"checkpoint folder {name} {what}")
     from huggingface_hub import get_safetensors_metadata
 
-    meta = get_safetensors_metadata(str(path_or_id), **hub_kwargs)
+    try:
+        meta = get_safetensors_metadata(name, **hub_kwargs)
+    except Exception as e:  # noqa: BLE001 - the hub client's error types vary (its own, httpx/httpx2): re-raised naming the repo
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise OSError(f"checkpoint {name}: no such local folder, and the hub lookup failed "
+                      f"({type(e).__name__}: {first})") from e
     return sorted(meta.weight_map)
 
 

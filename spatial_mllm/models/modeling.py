@@ -73,6 +73,7 @@ from spatial_mllm.models.checkpoint_keys import (
 )
 from spatial_mllm.models.configuration import SpatialMLLMConfig
 from spatial_mllm.models.connector import build_connector
+from spatial_mllm.models.hub import ShareableCheckpointMixin
 from spatial_mllm.models.rope import get_rope_index
 from spatial_mllm.models.vggt import VGGT, VGGTConfig
 
@@ -186,7 +187,7 @@ class SpatialMLLMModel(Qwen2_5_VLModel):
         )
 
 
-class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
+class SpatialMLLMForConditionalGeneration(ShareableCheckpointMixin, Qwen2_5_VLForConditionalGeneration):
     """Qwen2.5-VL for generation + ``spatial_encoder`` (VGGT) + ``connector`` (see the module docstring).
 
     Extra forward inputs:

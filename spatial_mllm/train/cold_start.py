@@ -207,6 +207,15 @@ def run_cold_start(cfg, model, processor, source: str) -> dict[str, Any]:
     if not (ckpt / "sft_result.json").is_file():
         result = train_sft(sft_cfg, model=model, processor=processor)
         log = result.log_history
+        if state.is_main_process:  # the model card says what this fine-tune was: a cold start on teacher samples
+            from spatial_mllm.models.hub import write_model_card
+            from spatial_mllm.train.sft import sft_run_record
+
+            teacher = {"teacher": cfg.cold_start_teacher, "questions": cfg.cold_start_rows,
+                       "samples_per_question": cfg.cold_start_k, "temperature": cfg.cold_start_temperature,
+                       "thresholds": cfg.cold_start_thresholds, "kept": n_kept, "started_from": source}
+            write_model_card(ckpt, run_info=sft_run_record(sft_cfg, result, stage="cold_start", cold_start=teacher),
+                             processor=processor)
     else:
         log = json.loads((ckpt / "sft_result.json").read_text())["log_history"]
         print(f"[cold start] found a finished cold start in {ckpt}: reused")
