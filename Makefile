@@ -1,6 +1,7 @@
 # spatial_mllm — two commands for a newcomer: `make demo` and `make test` (both run `make setup` first).
 #
-#   make setup   idempotent: .venv, torch/torchvision FIRST, `pip install -e .[dev,lmms-eval]`, open3d's libusb,
+#   make setup   idempotent: .venv, torch/torchvision FIRST, `pip install -e .[dev,lmms-eval,deepspeed]`,
+#                open3d's libusb,
 #                the `spatial-mllm` Jupyter kernel, nbdime's git integration. Seconds when ready.
 #   make demo    every notebook on the tiny preset, in order, into outputs/tiny/
 #   make mini    the mini study (notebook 07 on the mini preset: pretrained tiny encoders, 3 variants x
@@ -45,9 +46,10 @@ $(PY):
 
 # The lmms-eval extra (the `lmms-eval --model spatial_mllm` plugin, tests/test_lmms_eval_plugin.py) comes with
 # dev: it pins lmms-eval 0.7.3, which caps av below 16 and filelock below 4 (pyproject.toml says why).
+# The deepspeed extra (ZeRO configs, tests/test_deepspeed.py) too; DS_BUILD_OPS=0: nothing compiled at install.
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet $(TORCH_SPEC)
-	$(PIP) install --quiet -e '.[dev,lmms-eval]'
+	DS_BUILD_OPS=0 $(PIP) install --quiet -e '.[dev,lmms-eval,deepspeed]'
 	@touch $(STAMP)
 
 # open3d 0.20 needs Debian's libusb-1.0-0 to import. As root we install it; otherwise we say what to run.

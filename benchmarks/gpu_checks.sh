@@ -13,3 +13,6 @@ $PY -m pytest -q -rs tests -k "cuda" 2>&1 | tee "$OUT/cuda_tests.txt" | tail -5
 $PY benchmarks/bench_model.py --device cuda --json "$OUT/bench_model.json" 2>&1 | tail -4
 $PY benchmarks/bench_eval_throughput.py --device cuda --videos 8 --questions 18 --json "$OUT/bench_eval.json" 2>&1 | tail -3
 $PY benchmarks/bench_grpo_step.py --device cuda 2>&1 | tee "$OUT/bench_grpo.txt" | tail -2
+# DeepSpeed ZeRO-2/3 vs DDP (tiny model: 5 SFT steps, 2 GRPO steps each, fp32; ~3 min); skipped without the
+# [deepspeed] extra. The GRPO ones need grpo.py's DeepSpeed hooks (spatial_mllm/train/distributed.py).
+$PY -m pytest -q -rs tests/test_deepspeed.py -m gpu 2>&1 | tee "$OUT/deepspeed_tests.txt" | tail -5

@@ -21,8 +21,9 @@ def _name(req: str) -> str:
 def test_environment_yml_lists_the_same_dependencies_as_pyproject():
     proj = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = proj["optional-dependencies"]
-    # what `make setup` installs: dev + the lmms-eval plugin's extra
-    wanted = {_name(r): r.replace(" ", "") for r in proj["dependencies"] + extras["dev"] + extras["lmms-eval"]}
+    # what `make setup` installs: dev + the lmms-eval plugin's and DeepSpeed's extras
+    wanted = {_name(r): r.replace(" ", "") for r in proj["dependencies"] + extras["dev"] + extras["lmms-eval"]
+              + extras["deepspeed"]}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     have = {_name(r): r.replace(" ", "") for r in pip_section if not r.startswith("-e")}

@@ -84,6 +84,12 @@ import torch
 
 from spatial_mllm.config import StageConfig, load_params, register_params, resolve_path
 from spatial_mllm.data import formats
+from spatial_mllm.train.distributed import (
+    generation_context,
+    grpo_accelerator_kwargs,
+    prepare_policy_and_reference,
+    whole_model_init,
+)
 from spatial_mllm.train.rewards import REWARDS, get_reward_funcs, is_malformed, task_reward
 
 __all__ = [
@@ -691,17 +697,19 @@ class GRPOTrainer:
         from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
         self.cfg = cfg
-        # cpu=True without CUDA: accelerate then joins the launched processes (MULTI_CPU, gloo); without
-        # it a CPU-only `accelerate launch` gives N independent single-process runs
+        # grpo_accelerator_kwargs: cpu=True without CUDA (accelerate then joins the launched processes:
+        # MULTI_CPU, gloo) unless DeepSpeed was launched, and DeepSpeed's batch/accumulation/clipping settings
+        # (train/distributed.py: a loop without a dataloader cannot fill its "auto" values)
         self.accelerator = accelerator or Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps,
                                                       mixed_precision=cfg.mixed_precision,
-                                                      cpu=not torch.cuda.is_available(),
+                                                      **grpo_accelerator_kwargs(cfg),
                                                       # text-only toy prompts leave the merger/connector unused
                                                       kwargs_handlers=[DistributedDataParallelKwargs(
                                                           find_unused_parameters=cfg.task == "toy")])
         set_seed(cfg.seed, device_specific=True)  # each process samples differently, reproducibly
         if model is None:
-            model, processor, model_source = load_policy(cfg)
+            with whole_model_init():  # ZeRO-3: built whole, partitioned by prepare (train/distributed.py)
+                model, processor, model_source = load_policy(cfg)
         self.processor, self.model_source = processor, model_source
         self.rows = rows
         if not rows:
@@ -724,7 +732,8 @@ class GRPOTrainer:
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.model, self.optimizer, self.scheduler, self.ref_model = prepare_policy_and_reference(
+            self.accelerator, model, optimizer, scheduler, self.ref_model)
         # the frozen encoders' outputs, shared by the policy and the reference (their frozen parts are equal)
         self.trunk_cache = None
         if cfg.encoder_cache:
@@ -754,10 +763,13 @@ class GRPOTrainer:
     def generate(self, rows: list[dict]) -> Rollout:
         """Phase 1: G completions per prompt from the current policy."""
         cfg = self.cfg
-        return generate_completions(self.accelerator.unwrap_model(self.model), self.processor, rows,
-                                    cfg.num_generations, temperature=cfg.temperature, top_p=cfg.top_p,
-                                    max_new_tokens=cfg.max_new_tokens, device=self.accelerator.device,
-                                    share_prefix=cfg.share_prefix, trunk_cache=self.trunk_cache)
+        # ZeRO-3: the policy's parameters gathered once for the round (a no-op otherwise); the trunk cache's
+        # encodings and weight fingerprint are computed in here, on whole parameters
+        with generation_context(self.accelerator, self.model) as policy:
+            return generate_completions(policy, self.processor, rows,
+                                        cfg.num_generations, temperature=cfg.temperature, top_p=cfg.top_p,
+                                        max_new_tokens=cfg.max_new_tokens, device=self.accelerator.device,
+                                        share_prefix=cfg.share_prefix, trunk_cache=self.trunk_cache)
 
     def score(self, ro: Rollout) -> None:
         """Phase 2-3: rewards per function, weighted sum, group-normalised advantages."""
@@ -900,14 +912,20 @@ class GRPOTrainer:
         self.step, self.round, self.history = st["step"], st["round"], st["history"]
 
     def save_final(self) -> Path:
-        """``<checkpoint_dir>/final``: ``save_pretrained`` of the policy and the processor."""
+        """``<checkpoint_dir>/final``: ``save_pretrained`` of the policy and the processor, with a model card
+        that records this run (:mod:`spatial_mllm.models.hub`)."""
+        from spatial_mllm.config import run_metadata
+
         out = self.cfg.checkpoint_dir / "final"
         self.accelerator.wait_for_everyone()
         model = self.accelerator.unwrap_model(self.model)
         state = self.accelerator.get_state_dict(self.model)
         if self.accelerator.is_main_process:
-            model.save_pretrained(out, state_dict=state)
-            self.processor.save_pretrained(out)
+            last = self.history[-1] if self.history else {}
+            record = run_metadata(self.cfg, self.cfg.seed, stage="grpo", status="ok",
+                                  result={"step": self.step, "round": self.round, "model_source": self.model_source,
+                                          **{k: v for k, v in last.items() if isinstance(v, (int, float))}})
+            model.save_pretrained(out, state_dict=state, processor=self.processor, run_info=record)
         self.accelerator.wait_for_everyone()
         return out
 

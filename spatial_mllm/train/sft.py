@@ -46,7 +46,10 @@ Departures from the paper / official code:
 7. Optional LoRA (``lora_r > 0``) on the LLM's attention and MLP projections, with the connector and
    merger trained in full; the paper trains the LLM in full.
 8. ZeRO-3 runs with ``zero3_init_flag: false`` (``configs/accelerate/zero3.yaml``): the model is
-   assembled from two checkpoints (Qwen2.5-VL + VGGT) on the CPU first and partitioned afterwards.
+   assembled from two checkpoints (Qwen2.5-VL + VGGT) on the CPU first, outside ``deepspeed.zero.Init``
+   (:func:`spatial_mllm.train.distributed.whole_model_init`), and partitioned when the Trainer starts; the
+   official run partitioned at construction. ``zero3_init_flag: true`` and LoRA under ZeRO-3 are refused with
+   errors naming the key; see :mod:`spatial_mllm.train.distributed` for the DeepSpeed JSONs' differences.
 9. Official data (``train_mix``, :mod:`spatial_mllm.data.official`): the rows are the official annotation
    files converted losslessly, but our collator reads single-video, single-turn rows only — image, text-only,
    multi-video and multi-turn rows raise (or are skipped and counted with ``on_bad_video: skip``), so the
@@ -216,7 +219,8 @@ class SFTConfig(StageConfig):
     num_processes: int = field(default=1, metadata={
         "help": "> 1: train through `accelerate launch` on this many processes (GPUs of the node)"})
     accelerate_config: str = field(default="configs/accelerate/ddp.yaml", metadata={
-        "help": "accelerate config for num_processes > 1 (ddp, fsdp, zero2, zero3 in configs/accelerate/)"})
+        "help": "accelerate config for num_processes > 1 (ddp, fsdp, zero2, zero3, zero3_offload in "
+                "configs/accelerate/; the zero* ones need the [deepspeed] extra)"})
     # ---- evaluation in notebook 03 ------------------------------------------------------------------
     eval_batch_size: int = field(default=8, metadata={"help": "questions per generate call"})
     eval_max_new_tokens: int = field(default=16, metadata={"help": "greedy decoding budget (lmms-eval: 16)"})
@@ -633,13 +637,17 @@ def train_sft(cfg: SFTConfig, *, callbacks: list | None = None, model=None, proc
     from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
+    from spatial_mllm.train.distributed import check_supported, whole_model_init
+
     t0 = time.perf_counter()
     out = cfg.checkpoint_dir()
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    check_supported(lora=cfg.lora_r > 0)  # DeepSpeed launches: errors naming zero3_init_flag / lora_r
     args = _training_arguments(cfg, out, world)  # before the model: DeepSpeed/FSDP settings take effect first
     set_seed(cfg.seed)
     if model is None or processor is None:
-        model, processor = build_model_and_processor(cfg)
+        with whole_model_init():  # ZeRO-3: built whole (the same init as DDP), partitioned by the Trainer
+            model, processor = build_model_and_processor(cfg)
     model = apply_freeze_plan(model, cfg, verbose=args.process_index == 0)
     if cfg.gradient_checkpointing and cfg.lora_r > 0:
         model.enable_input_require_grads()  # the frozen embeddings' output must carry grad into checkpoints
@@ -664,11 +672,31 @@ def train_sft(cfg: SFTConfig, *, callbacks: list | None = None, model=None, proc
         num_processes=args.world_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
         distributed_type=str(trainer.accelerator.distributed_type.value))
     if trainer.is_world_process_zero():
+        from spatial_mllm.models.hub import write_model_card
+
         processor.save_pretrained(out)
         (out / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         (out / RESULT_NAME).write_text(json.dumps(_jsonable(result.to_dict()), indent=2) + "\n")
+        # the card the model's save wrote has no run record yet: rewrite it with this run's recipe and result
+        write_model_card(out, run_info=sft_run_record(cfg, result), processor=processor)
     trainer.accelerator.wait_for_everyone()
     return result
+
+
+def sft_run_record(cfg: SFTConfig, result: SFTResult, **extra) -> dict:
+    """A run record (``run.json``'s fields: params, seed, git sha, versions, device, times) of a finished SFT
+    run, with its result (steps, loss, runtime, row counts) — what the checkpoint's model card shows."""
+    import datetime
+
+    from spatial_mllm.config import run_metadata
+
+    end = datetime.datetime.now(datetime.timezone.utc)
+    rec = run_metadata(cfg, cfg.seed, **{"stage": "sft", "status": "ok", **extra})
+    rec["start_time"] = (end - datetime.timedelta(seconds=result.runtime_s)).isoformat(timespec="seconds")
+    rec["end_time"] = end.isoformat(timespec="seconds")
+    summary = {k: v for k, v in result.to_dict().items() if k not in ("log_history", "stats", "output_dir")}
+    rec["result"] = _jsonable({**summary, **result.stats})
+    return rec
 
 
 def _jsonable(x: Any) -> Any:
