@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_evaluate_subparser(sub)
 
-    from spatial_mllm.models.hub import add_export_subparser
+    from spatial_mllm.models.export import add_export_subparser
 
     add_export_subparser(sub)
 

@@ -103,12 +103,12 @@ def test_bad_evaluate_key(capsys, tmp_path):
 
 
 def test_unknown_error_is_one_line_with_the_debug_hint(capsys, monkeypatch):
-    import spatial_mllm.models.hub as hub
+    import spatial_mllm.models.export as export
 
     def boom(*args, **kwargs):
         raise RuntimeError("unforeseen\nsecond line")
 
-    monkeypatch.setattr(hub, "export_checkpoint", boom)
+    monkeypatch.setattr(export, "export_checkpoint", boom)
     rc, _, err = _run(capsys, "export", "a", "b")
     assert rc == 1
     assert _one_error_line(err) == "error: RuntimeError: unforeseen second line (run with --debug for the traceback)"

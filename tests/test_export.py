@@ -15,12 +15,8 @@ from safetensors.torch import save_file
 from spatial_mllm.cli import main as cli_main
 from spatial_mllm.models.checkpoint_keys import detect_layout, list_checkpoint_keys, rename_key
 from spatial_mllm.models.configuration import SpatialMLLMConfig
-from spatial_mllm.models.hub import (
-    official_key,
-    official_v11_config,
-    official_v11_state_dict,
-    write_model_card,
-)
+from spatial_mllm.models.export import official_key, official_v11_config, official_v11_state_dict
+from spatial_mllm.models.hub import write_model_card
 from spatial_mllm.models.modeling import SpatialMLLMForConditionalGeneration
 from spatial_mllm.models.processing import SpatialMLLMProcessor
 from spatial_mllm.models.tiny import qwen25_vl_3b_config, tiny_model
@@ -158,7 +154,7 @@ def test_official_v11_export_round_trip_gives_identical_logits(saved, proc, tmp_
 
 
 def test_exported_config_has_the_official_keys(saved, tmp_path):
-    from spatial_mllm.models.hub import export_checkpoint
+    from spatial_mllm.models.export import export_checkpoint
 
     root, _ = saved
 
@@ -213,7 +209,7 @@ def test_vggt_heads_complete_the_official_key_set(tok, proc, tmp_path):
     save_file(heads, str(tmp_path / "vggt" / "model.safetensors"))
     sd, missing = official_v11_state_dict(model, vggt_heads=tmp_path / "vggt")
     assert missing == [] and "spatial_encoder.vggt_model.track_head.fnet.norm.weight" in sd
-    from spatial_mllm.models.hub import save_official_v11
+    from spatial_mllm.models.export import save_official_v11
 
     save_official_v11(model, tmp_path / "official", processor=proc, vggt_heads=tmp_path / "vggt")
     loaded = SpatialMLLMForConditionalGeneration.from_pretrained(tmp_path / "official")  # heads skipped, declared

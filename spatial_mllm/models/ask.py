@@ -32,9 +32,7 @@ __all__ = ["ask", "answer_batch", "load_model_and_processor", "space_aware_indic
 
 # master src/inference.py and src/evaluation/vsibench/eval_vsibench.py generation_kwargs (with max_new_tokens
 # 1024); spatial_mllm.eval.vsibench.DECODINGS["official"] holds the same values (eval/ sits below models/)
-OFFICIAL_DECODING = {"do_sample": True, "temperature": 0.1, "top_p": 0.001}
-# their max_new_tokens (VSI-Bench; spatial_mllm.eval.vsibench.OFFICIAL_MAX_NEW_TOKENS["vsibench"] is the same)
-OFFICIAL_MAX_NEW_TOKENS = 1024
+from spatial_mllm.models.hub import OFFICIAL_DECODING, OFFICIAL_MAX_NEW_TOKENS  # noqa: E402
 
 
 @lru_cache(maxsize=2)

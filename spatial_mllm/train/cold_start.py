@@ -5,7 +5,7 @@ keeps those whose answer is right, and fine-tunes the SFT model on them before G
 from a policy that already writes ``<think>…</think><answer>…</answer>``. Here:
 
 1. **Sample** ``cold_start_k`` completions per question (Video-R1's reasoning prompt,
-   :func:`spatial_mllm.train.grpo.load_rows`) from ``cold_start_teacher``: a checkpoint path / hub id, the
+   :func:`spatial_mllm.train.rollouts.load_rows`) from ``cold_start_teacher``: a checkpoint path / hub id, the
    starting policy (``"policy"``), or ``"template"`` — a scripted CPU stand-in (:func:`template_teacher`)
    that writes a short reasoning and an answer that is right with probability 0.6 (wrong letter / a number
    off by up to ±60 % otherwise) and breaks the format one time in ten, so the filter has something to do.
@@ -83,7 +83,7 @@ def template_teacher(rows: list[dict], k: int, seed: int = 0) -> list[list[str]]
 
 def sample_teacher(cfg, rows: list[dict], policy=None, processor=None) -> list[list[str]]:
     """``cfg.cold_start_k`` completions per row from ``cfg.cold_start_teacher`` (see the module docstring)."""
-    from spatial_mllm.train.grpo import generate_completions, load_policy
+    from spatial_mllm.train.rollouts import generate_completions, load_policy
 
     teacher = cfg.cold_start_teacher
     if teacher == "template":
@@ -147,7 +147,7 @@ def run_cold_start(cfg, model, processor, source: str) -> dict[str, Any]:
     ``model`` is the fine-tuned policy (or the starting one when nothing was kept)."""
     from accelerate import PartialState
 
-    from spatial_mllm.train.grpo import load_rows
+    from spatial_mllm.train.rollouts import load_rows
     from spatial_mllm.train.sft import SFTConfig, load_sft_checkpoint, train_sft
 
     state = PartialState()
