@@ -221,7 +221,7 @@ _KNOWN_SCHEMAS: dict[str, str] = {
     "02_sampling_analysis": "spatial_mllm.sampling.analysis:SamplingAnalysisConfig",
     "03_sft": "spatial_mllm.train.sft:SFTConfig",
     "04_grpo": "spatial_mllm.train.grpo:GRPOConfig",
-    "05_ablations": "spatial_mllm.eval.ablations:AblationConfig",
+    "05_ablations": "spatial_mllm.experiments.ablations:AblationConfig",
     "06_results": "spatial_mllm.eval.results:ResultsConfig",
 }
 

@@ -16,9 +16,9 @@ import pytest  # noqa: E402
 from spatial_mllm.config import ConfigError, load_params  # noqa: E402
 from spatial_mllm.data import formats  # noqa: E402
 from spatial_mllm.data.render import save_npz, write_mp4  # noqa: E402
-from spatial_mllm.eval import ablations  # noqa: E402
-from spatial_mllm.eval.ablation_plots import plot_overall, plot_per_task, save_png_pdf  # noqa: E402
-from spatial_mllm.eval.ablations import AblationConfig, Variant, build_grid, mean_ci  # noqa: E402
+from spatial_mllm.experiments import ablations  # noqa: E402
+from spatial_mllm.experiments.ablation_plots import plot_overall, plot_per_task, save_png_pdf  # noqa: E402
+from spatial_mllm.experiments.ablations import AblationConfig, Variant, build_grid, mean_ci  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,9 +17,9 @@ import torch  # noqa: E402
 
 from spatial_mllm.config import ConfigError, load_params  # noqa: E402
 from spatial_mllm.data.formats import is_multiple_choice  # noqa: E402
-from spatial_mllm.eval import mini_study as ms  # noqa: E402
-from spatial_mllm.eval.mini_study import MiniStudyConfig  # noqa: E402
 from spatial_mllm.eval.vsibench import score  # noqa: E402
+from spatial_mllm.experiments import mini_study as ms  # noqa: E402
+from spatial_mllm.experiments.mini_study import MiniStudyConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -241,7 +241,11 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path):
     with pytest.raises(ValueError, match="other data settings \\(num_scenes"):
         ms.build_study_data(cfg.replace(num_scenes=7))
 
-    from spatial_mllm.eval.mini_study_plots import plot_contrasts, plot_geometry_examples, plot_study_per_task
+    from spatial_mllm.experiments.mini_study_plots import (
+        plot_contrasts,
+        plot_geometry_examples,
+        plot_study_per_task,
+    )
 
     ex = ms.geometry_examples(cfg, num_frames=2)
     assert ex["rgb"].shape == (2, cfg.height, cfg.width, 3)

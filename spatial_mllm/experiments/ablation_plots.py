@@ -1,7 +1,7 @@
 """Figures of notebook 05 (ablations): grouped bars with confidence-interval error bars.
 
-Input is :func:`spatial_mllm.eval.ablations.aggregate`'s long table (one row per variant × metric with
-``mean``, ``ci_low``, ``ci_high``) and, optionally, the per-run table (:func:`~spatial_mllm.eval.ablations.
+Input is :func:`spatial_mllm.experiments.ablations.aggregate`'s long table (one row per variant × metric with
+``mean``, ``ci_low``, ``ci_high``) and, optionally, the per-run table (:func:`~spatial_mllm.experiments.ablations.
 summarize`) whose seeds are drawn as dots on their bar. Bars are grouped by ``group`` (the connector in
 train mode, the checkpoint in evaluate mode); within a group one bar per (sampling, frames). A variant with
 a single run has no interval (drawn without an error bar).

@@ -284,8 +284,8 @@ class MiniStudyConfig(StageConfig):
 
     def eval_rows(self) -> list[dict]:
         """The held-out (test-split) questions, stratified down to ``eval_limit`` when set."""
-        from spatial_mllm.eval.ablations import stratified_subset
         from spatial_mllm.eval.vsibench import load_vsibench
+        from spatial_mllm.experiments.ablations import stratified_subset
 
         return stratified_subset(load_vsibench(str(self.data_dir() / "test_vsibench.jsonl")), self.eval_limit)
 
@@ -428,7 +428,7 @@ def _test_scene_dirs(cfg: MiniStudyConfig) -> dict[str, Path]:
 
 def space_aware_cache(cfg: MiniStudyConfig) -> Path:
     """``{"synthetic/<scene>": [frame indices]}`` of the test videos (reused when complete)."""
-    from spatial_mllm.eval.ablations import _write_json, ground_truth_frames_cache
+    from spatial_mllm.experiments.ablations import _write_json, ground_truth_frames_cache
 
     path = cfg.frames_cache_path()
     dirs = _test_scene_dirs(cfg)

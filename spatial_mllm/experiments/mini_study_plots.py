@@ -1,8 +1,8 @@
 """Figures of notebook 07 (the mini study): per-task bars with bootstrap intervals, and the claims' paired
 differences as a forest plot.
 
-Inputs are :func:`spatial_mllm.eval.mini_study.bootstrap_scores`'s table (one row per arm × metric with
-``mean``, ``ci_low``, ``ci_high``) and :func:`~spatial_mllm.eval.mini_study.contrast_table`'s differences.
+Inputs are :func:`spatial_mllm.experiments.mini_study.bootstrap_scores`'s table (one row per arm × metric with
+``mean``, ``ci_low``, ``ci_high``) and :func:`~spatial_mllm.experiments.mini_study.contrast_table`'s differences.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from spatial_mllm.eval.mini_study import CLAIMS, DIAGNOSTICS, VARIANT_LABELS
+from spatial_mllm.experiments.mini_study import CLAIMS, DIAGNOSTICS, VARIANT_LABELS
 
 __all__ = ["ARM_COLORS", "plot_study_per_task", "plot_contrasts", "plot_geometry_examples"]
 
@@ -90,7 +90,7 @@ def plot_contrasts(contrasts, *, level: float = 0.95):
 
 def plot_geometry_examples(ex: dict):
     """Rows: the frames, true depth, random-init VGGT depth, pretrained VGGT depth (both median-scaled);
-    one shared colour scale in metres (:func:`spatial_mllm.eval.mini_study.geometry_examples`)."""
+    one shared colour scale in metres (:func:`spatial_mllm.experiments.mini_study.geometry_examples`)."""
     S = len(ex["rgb"])
     rows = [("frames", ex["rgb"]), ("true depth", ex["gt"]), ("random-init VGGT", ex["random"]),
             ("pretrained VGGT", ex["pretrained"])]

@@ -346,7 +346,7 @@ class SpatialMLLMLmms(lmms):
                     config=SpaceAwareSamplerConfig(num_candidates=self.args.candidates,
                                                    target_size=self.args.vggt_image_size))
             p = Path(video)
-            # <dataset>__<scene> for VSI-Bench's <root>/<dataset>/<scene>.mp4 (as eval/ablations.py names them)
+            # <dataset>__<scene> for VSI-Bench's <root>/<dataset>/<scene>.mp4 (as experiments/ablations.py names them)
             idx = self._sampler.sample(video, self.args.nframes, name=f"{p.parent.name}__{p.stem}").indices
         self.video_frames[video] = idx
         return idx
