@@ -146,6 +146,23 @@ class _SafetensorsCache:
             save_file({k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}, str(tmp))
             os.replace(tmp, self._path(key))
 
+    def _lookup(self, video, batch: dict, settings: dict, encode) -> dict[str, torch.Tensor]:
+        """The tensors of the one video in ``batch`` (a processor output or one row's visual inputs): from the
+        cache, or ``encode(device, grid)`` now (stored)."""
+        grid = batch["video_grid_thw"]
+        if grid.shape[0] != 1:
+            raise ValueError(f"the {self.kind} cache takes one video at a time, got {grid.shape[0]}")
+        key = self.key(video, grid, settings)
+        tensors = self._get(key)
+        if tensors is None:
+            self.misses += 1
+            with torch.no_grad():
+                tensors = encode(next(self.model.parameters()).device, grid)
+            self._put(key, tensors)
+        else:
+            self.hits += 1
+        return tensors
+
     def _remember(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
         self._memory[key] = tensors
         self._memory.move_to_end(key)
@@ -176,22 +193,14 @@ class VisualFeatureCache(_SafetensorsCache):
         spatial frames), from the cache or encoded now (and stored)."""
         from spatial_mllm.models.modeling import SpatialFusedOutput
 
+        def encode(device, grid):
+            out = self.model.encode_visual_inputs(
+                pixel_values_videos=batch["pixel_values_videos"].to(device), video_grid_thw=grid.to(device),
+                spatial_pixel_values_videos=[f.to(device) for f in batch["spatial_pixel_values_videos"]])
+            return {"features": out["video"].pooler_output[0]}
+
+        feats = self._lookup(video, batch, settings, encode)["features"]
         device = next(self.model.parameters()).device
-        grid = batch["video_grid_thw"]
-        if grid.shape[0] != 1:
-            raise ValueError(f"the feature cache takes one video at a time, got {grid.shape[0]}")
-        key = self.key(video, grid, settings)
-        feats = self.get(key)
-        if feats is None:
-            self.misses += 1
-            with torch.no_grad():
-                out = self.model.encode_visual_inputs(
-                    pixel_values_videos=batch["pixel_values_videos"].to(device), video_grid_thw=grid.to(device),
-                    spatial_pixel_values_videos=[f.to(device) for f in batch["spatial_pixel_values_videos"]])
-            feats = out["video"].pooler_output[0]
-            self.put(key, feats)
-        else:
-            self.hits += 1
         return {"video": SpatialFusedOutput(pooler_output=(feats.to(device),))}
 
 
@@ -217,14 +226,7 @@ class EncoderTrunkCache(_SafetensorsCache):
         spatial frames: a processor output or one row's visual inputs), from the cache or encoded now."""
         from spatial_mllm.models.modeling import VisualTrunk
 
-        device = next(self.model.parameters()).device
-        grid = batch["video_grid_thw"]
-        if grid.shape[0] != 1:
-            raise ValueError(f"the trunk cache takes one video at a time, got {grid.shape[0]}")
-        key = self.key(video, grid, settings)
-        tensors = self._get(key)
-        if tensors is None:
-            self.misses += 1
+        def encode(device, grid):
             spatial = batch.get("spatial_pixel_values_videos")
             if isinstance(spatial, torch.Tensor):
                 spatial = [spatial]
@@ -234,7 +236,8 @@ class EncoderTrunkCache(_SafetensorsCache):
             tensors = {"vit_hidden": trunk.vit_hidden}
             if trunk.spatial_tokens is not None:
                 tensors["spatial_tokens"] = trunk.spatial_tokens
-            self._put(key, tensors)
-        else:
-            self.hits += 1
+            return tensors
+
+        tensors = self._lookup(video, batch, settings, encode)
+        device = next(self.model.parameters()).device
         return VisualTrunk(tensors["vit_hidden"], tensors.get("spatial_tokens")).to(device)
