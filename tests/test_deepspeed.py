@@ -382,3 +382,28 @@ def test_gpu_two_grpo_steps_under_zero_equal_ddp(config, videos, ddp_runs, tmp_p
     for k in base:
         torch.testing.assert_close(final[k], base[k], atol=WEIGHT_ATOL, rtol=0, msg=k)
 
+
+
+@pytest.mark.slow
+@needs_deepspeed
+@pytest.mark.skipif(torch.cuda.is_available(), reason="2 ranks on DeepSpeed's CPU accelerator (a 1-GPU node "
+                    "cannot hold 2 NCCL ranks)")
+def test_zero3_ranks_with_different_frame_sizes_train(tmp_path):
+    """Rank 0's micro-batch holds two videos of one size, rank 1's two sizes. VGGT used to run once per group of
+    equal shapes (1 call on rank 0, 2 on rank 1): ZeRO-3's per-call all-gathers then mismatched and the run
+    aborted (gloo; NCCL hangs). Under ZeRO-3 VGGT now runs once per video, the same count on every rank."""
+    from test_collate import make_videos_and_rows
+
+    from spatial_mllm.data import formats
+
+    _, recs = make_videos_and_rows(tmp_path, sizes=((4, 56, 56), (4, 84, 112)), rows_per_video=3)
+    a, b = [r for r in recs if r["video"].endswith("v0.mp4")], [r for r in recs if r["video"].endswith("v1.mp4")]
+    formats.write_jsonl([a[0], a[1], a[2], b[0]], tmp_path / "train.jsonl")  # rank r reads rows r, r + 2
+    params = dict(_sft_params(tmp_path / "out", tmp_path), per_device_train_batch_size=2, global_batch_size=4,
+                  max_steps=1)
+    (tmp_path / "03_sft.yaml").write_text(yaml.safe_dump(params))
+    proc = _launch("zero3", "-m", "spatial_mllm.train.sft", str(tmp_path / "03_sft.yaml"),
+                   extra=("--num_processes", "2", "--mixed_precision", "no"), timeout=420)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    _, _, distributed = _sft_log(tmp_path / "out")
+    assert distributed == "DEEPSPEED"

@@ -141,7 +141,7 @@ class SpatialEncoder(nn.Module):
 
         Args:
             videos: list of ``[S_i, 3, H_i, W_i]`` frames, RGB in [0, 1]; videos of equal shape run as one
-                batch.
+                batch (under DeepSpeed ZeRO-3: one call per video, so that every rank calls VGGT equally often).
             layer_idx: aggregator layer to return (-1 = last; only that layer is materialised).
 
         Returns:
@@ -150,8 +150,12 @@ class SpatialEncoder(nn.Module):
         agg = self.vggt_model.aggregator
         param = next(self.parameters())
         groups: dict[tuple, list[int]] = defaultdict(list)
+        # under DeepSpeed ZeRO-3 (partitioned parameters carry ``ds_id``) every call all-gathers the weights, so
+        # every rank must make the same number of calls: one per video (ranks hold equal numbers of videos),
+        # never "one per group of equal shapes", which differs between ranks with mixed frame sizes
+        one_per_video = hasattr(param, "ds_id")
         for i, v in enumerate(videos):
-            groups[tuple(v.shape)].append(i)
+            groups[(i,) if one_per_video else tuple(v.shape)].append(i)
         out: list[torch.Tensor | None] = [None] * len(videos)
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         use_amp = param.dtype != torch.float32

@@ -70,12 +70,12 @@ and resume under the same ZeRO stage and number of processes (resume tested for 
 bf16 the engine casts the model to bf16 (no autocast over fp32 weights). In fp32 the losses equal DDP's
 (tests/test_deepspeed.py, relative 1e-3; measured ~1e-6 on DeepSpeed's CPU accelerator).
 
-Limits: under ZeRO-3 every rank must call each module the same number of times per forward (each call
-all-gathers its parameters). All SFT rows and all spatial GRPO rows carry a video, so the ViT and the connector
-run on every rank; but VGGT runs once per group of equal-shaped videos (``SpatialEncoder.forward``), so a
-micro-batch mixing frame sizes on one rank and not on another breaks the collectives (reproduced on 2 CPU ranks:
-gloo aborts; NCCL would hang). One video per forward (the paper preset's per-device batch 1) or one frame size
-(``pixel_preset: official_train`` on same-aspect videos) is safe; ZeRO-2 has no such limit. The cold start and
+Under ZeRO-3 every rank must call each module the same number of times per forward (each call all-gathers
+its parameters). All SFT rows and all spatial GRPO rows carry a video, so the ViT and the connector run on every
+rank. VGGT runs once per group of equal-shaped videos elsewhere, which would differ between ranks whose
+micro-batches mix frame sizes differently (reproduced on 2 CPU ranks: gloo aborts; NCCL would hang); with
+partitioned parameters ``SpatialEncoder.forward`` therefore runs it once per video (tested:
+``test_zero3_ranks_with_different_frame_sizes_train``). The cold start and
 GRPO cannot share one DeepSpeed launch (accelerate allows one DeepSpeed plugin per process; the error names
 ``stages``); run them as two launches.
 """
