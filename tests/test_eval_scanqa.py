@@ -70,3 +70,20 @@ def test_scanqa_pipeline(tmp_path):
     # "table" is contained in "brown wooden table" only
     assert (s["EM"], s["EM_refined"]) == (0.0, 25.0)
     assert "per_type" not in s
+
+
+def test_scanqa_resume_refuses_predictions_made_with_another_decoding(tmp_path):
+    from spatial_mllm.eval import loop
+
+    def cfg(**kw):
+        return EvalConfig(benchmark="scanqa", source=str(FIX / "eval_scanqa_val.json"), output_dir=str(tmp_path / "sq"),
+                          **kw)
+
+    first = evaluate_qa(cfg(decoding="official"), lambda b: ["table"] * len(b), scorer=CaptionScorer("builtin"),
+                        state=LocalState())
+    again = evaluate_qa(cfg(decoding="official"), lambda b: ["chair"] * len(b), scorer=CaptionScorer("builtin"),
+                        state=LocalState())
+    assert again == first  # resumed: nothing predicted again
+    with pytest.raises(loop.StalePredictionsError):
+        evaluate_qa(cfg(decoding="greedy"), lambda b: ["table"] * len(b), scorer=CaptionScorer("builtin"),
+                    state=LocalState())

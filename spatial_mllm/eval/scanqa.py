@@ -105,9 +105,11 @@ def build_qa_items(
     video_root: str | os.PathLike | None = None,
     num_frames: int = 32,
     frames_cache: dict[str, list[int]] | None = None,
+    generation: dict | None = None,
 ) -> list[dict]:
     """Rows + ``prompt``, ``video`` (``<root>/<scene_id>.mp4``), ``num_frames``, ``frame_indices`` (from a
-    frames cache keyed by scene id, else None = uniform)."""
+    frames cache keyed by scene id, else None = uniform) and ``generation`` (the decoding settings, part of the
+    resume fingerprint)."""
     root = Path(video_root) if video_root is not None else Path(".")
     items = []
     for r in rows:
@@ -120,6 +122,7 @@ def build_qa_items(
         items.append({
             **r, "prompt": f"{lead}{r['question']} {POST_PROMPT}", "video": str(root / f"{r['scene_id']}.mp4"),
             "num_frames": len(idx) if idx is not None else num_frames, "frame_indices": idx,
+            "generation": generation,
         })  # fmt: skip
     return items
 
@@ -164,7 +167,8 @@ def score_qa(
     return out
 
 
-FINGERPRINT_FIELDS = ("question_id", "answers", "prompt", "num_frames", "frame_indices")
+# the decoding is part of it: resuming with another decoding is refused, never mixed (as VSI-Bench's)
+FINGERPRINT_FIELDS = ("question_id", "answers", "prompt", "num_frames", "frame_indices", "generation")
 RECORD_FIELDS = ("question_id", "scene_id", "question", "question_type", "answers")
 
 
@@ -189,7 +193,8 @@ def evaluate_qa(
             rows = load_sqa3d(resolve_path(cfg.source), resolve_path(cfg.annotations))
     rows = list(rows)[: cfg.limit] if cfg.limit is not None else list(rows)
     items = build_qa_items(rows, video_root=resolve_path(cfg.video_root), num_frames=cfg.num_frames,
-                           frames_cache=load_frames_cache(resolve_path(cfg.frames_cache)))  # fmt: skip
+                           frames_cache=load_frames_cache(resolve_path(cfg.frames_cache)),
+                           generation=cfg.generation_kwargs())  # fmt: skip
 
     def score_fn(recs):
         return score_qa(recs, extract=cfg.extract_answer, scorer=scorer, by_type=cfg.benchmark == "sqa3d")
