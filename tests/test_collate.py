@@ -161,3 +161,21 @@ def test_over_long_samples_are_truncated_and_counted(proc, data):
     assert col.stats["truncated"] == 1 and col.stats["truncated_no_labels"] == 1
     with pytest.raises(BadRowError, match=r"train.jsonl:3: max_length 20 cuts into the video tokens"):
         SFTCollator(proc, num_frames=4, max_length=20)([ds[2]])
+
+
+def test_short_videos_use_every_frame_once_under_the_official_training_rule(tok, data):
+    """data_qwen.py reads a video shorter than the frames asked for whole (``np.unique(np.linspace(...))``):
+    with ``short_videos="all_frames"`` (what SFT passes for the ``official_train`` preset) the 8-frame video
+    is a good row and the collator reads each of its frames once; the default still calls it bad."""
+    from spatial_mllm.models.processing import SpatialMLLMProcessor
+
+    root, path, _ = data
+    with pytest.raises(BadVideoError, match="too few frames: 8 frames, 10 needed"):
+        SFTDataset(path, num_frames=10)
+    ds = SFTDataset(path, num_frames=10, short_videos="all_frames")
+    assert len(ds) == 6
+    official = SpatialMLLMProcessor.build(tok, pixel_preset="official_train", num_frames=10)
+    video = SFTCollator(official, num_frames=10)._load_video(ds[0])
+    assert video.indices == list(range(8))
+    with pytest.raises(ValueError, match="short_videos"):
+        SFTDataset(path, num_frames=10, short_videos="pad")

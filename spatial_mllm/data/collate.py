@@ -126,11 +126,16 @@ class SFTDataset(torch.utils.data.Dataset):
     Args:
         rows: a training jsonl path, or a list of records (already read).
         video_root: folder the rows' relative video paths start from (default: the jsonl's folder).
-        num_frames: frames per video when sampling uniformly (videos with fewer frames are bad rows).
+        num_frames: frames per video when sampling uniformly (videos with fewer frames are bad rows, unless
+            ``short_videos="all_frames"``).
         frames_cache: a frames-cache JSON path or dict (see the module docstring); None = uniform.
         on_bad_video: ``"raise"`` (:class:`BadRowError` naming the row) or ``"skip"`` (dropped, counted in
             :attr:`skipped`, their sources in :attr:`skipped_rows`).
         check_videos: open every distinct video once now (header only) to find bad rows early.
+        short_videos: a video with fewer frames than ``num_frames`` (uniform sampling) is a bad row
+            (``"bad"``, default) or uses every frame once (``"all_frames"``: the official training rule,
+            ``np.unique(np.linspace(...))`` in ``data_qwen.py``; what the processor's ``official_train`` preset
+            does).
 
     Items are dicts: ``index`` (0-based row), ``source`` (``"<file>:<line>"``), ``video`` (absolute
     path), ``prompt`` (the question text, no placeholder), ``answer``, ``frame_indices`` (list or None),
@@ -139,9 +144,11 @@ class SFTDataset(torch.utils.data.Dataset):
 
     def __init__(self, rows: str | os.PathLike | Sequence[dict], video_root: str | os.PathLike | None = None, *,
                  num_frames: int = 16, frames_cache: str | os.PathLike | dict | None = None,
-                 on_bad_video: str = "raise", check_videos: bool = True):
+                 on_bad_video: str = "raise", check_videos: bool = True, short_videos: str = "bad"):
         if on_bad_video not in ("raise", "skip"):
             raise ValueError(f"on_bad_video must be 'raise' or 'skip', got {on_bad_video!r}")
+        if short_videos not in ("bad", "all_frames"):
+            raise ValueError(f"short_videos must be 'bad' or 'all_frames', got {short_videos!r}")
         if isinstance(rows, (str, os.PathLike)):
             from spatial_mllm.data.formats import read_jsonl
 
@@ -178,7 +185,7 @@ class SFTDataset(torch.utils.data.Dataset):
                 if str(video) not in checked:
                     checked[str(video)] = self._probe(video)
                 total, err = checked[str(video)]
-                need = (max(idx) + 1) if idx else num_frames
+                need = (max(idx) + 1) if idx else (1 if short_videos == "all_frames" else num_frames)
                 if err is None and total < need:
                     err = f"too_few_frames: {total} frames, {need} needed"
                 if err is not None:

@@ -485,8 +485,10 @@ def build_dataset_and_collator(cfg: SFTConfig, processor):
     configured; official rows the collator cannot read count as ``unsupported_<reason>``)."""
     from spatial_mllm.data.collate import BadRowError, SFTCollator, SFTDataset
 
+    # the official training rule reads every frame of a video shorter than num_frames once (data_qwen.py)
     common = dict(num_frames=cfg.num_frames, frames_cache=resolve_path(cfg.frames_cache),
-                  on_bad_video=cfg.on_bad_video)
+                  on_bad_video=cfg.on_bad_video,
+                  short_videos="all_frames" if processor.pixel_preset == "official_train" else "bad")
     if cfg.train_mix is None:
         dataset = SFTDataset(cfg.resolved_data_dir() / cfg.train_file, cfg.resolved_video_root(), **common)
     else:
