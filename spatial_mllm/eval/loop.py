@@ -2,7 +2,9 @@
 
 ``predict(batch: list[dict]) -> list[str]`` is any callable (a model adapter, a baseline). Each item it gets
 is a benchmark row plus what a model needs (``prompt``, ``video``, ``num_frames``, ``frame_indices``); it
-returns one raw text per item. Decoding settings belong to the adapter (greedy for every benchmark here).
+returns one raw text per item. Decoding settings belong to the adapter
+(:class:`~spatial_mllm.eval.model_predict.ModelPredictor`: the official decoding or greedy, ``EvalConfig.decoding``);
+the items carry them (``generation``) so that they are part of the resume fingerprint.
 
 Data parallel (accelerate, the way lmms-eval shards): items that still lack a prediction are sharded by
 process index — process ``i`` of ``n`` takes ``todo[i::n]`` — and every process appends its records to
@@ -18,7 +20,7 @@ prefills the shared prompt prefix once — and processes take whole groups (``gr
 appearance). Records are flushed after each group: a crash loses at most that video's questions.
 
 Resume: on start every ``predictions*.jsonl`` in ``out_dir`` is read; items whose key has a record are
-skipped. A record stores a fingerprint of its item (prompt, ground truth, frames); a record whose
+skipped. A record stores a fingerprint of its item (prompt, ground truth, frames, decoding); a record whose
 fingerprint differs from the current item's raises ``StalePredictionsError`` instead of being reused. A
 shard file whose last line was cut by an interruption is truncated to its last complete line before
 anything is appended. ``out_dir`` must be on a filesystem every process sees (as for lmms-eval's outputs).
