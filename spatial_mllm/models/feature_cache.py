@@ -65,10 +65,10 @@ def video_content_hash(video) -> str:
 
 
 def processor_settings(processor, **extra) -> dict:
-    """The processor settings that decide a video's frames and pixels (part of every cache key) + ``extra``
-    (e.g. the frame choice)."""
-    return {**extra, **{k: getattr(processor, k, None) for k in ("pixel_preset", "num_frames", "min_pixels",
-                                                                   "max_pixels", "total_pixels", "second_per_grid_t")}}
+    """The processor settings that decide a video's frames and pixels (part of every cache key), updated with
+    ``extra`` (the call's own frame choice: ``frame_indices``, a ``num_frames`` other than the processor's)."""
+    return {**{k: getattr(processor, k, None) for k in ("pixel_preset", "num_frames", "min_pixels", "max_pixels",
+                                                        "total_pixels", "second_per_grid_t")}, **extra}
 
 
 class _SafetensorsCache:

@@ -265,11 +265,13 @@ class SpatialMLLMForConditionalGeneration(ShareableCheckpointMixin, Qwen2_5_VLFo
 
     # ------------------------------------------------------------------------------------------ trunks
     def _check_trunks_frozen(self) -> None:
+        if not torch.is_grad_enabled():
+            return
         groups = self.parameter_groups()
-        for part, arg in (("vision", "vision"), ("spatial", "spatial")):
-            if any(p.requires_grad for p in groups[part]) and torch.is_grad_enabled():
+        for part in ("vision", "spatial"):
+            if any(p.requires_grad for p in groups[part]):
                 raise ValueError(f"video_trunks hold the frozen encoders' outputs, but the {part} parameters are "
-                                 f"trainable (set_trainable({arg}=True)): their gradient would be lost. Pass the raw "
+                                 f"trainable (set_trainable({part}=True)): their gradient would be lost. Pass the raw "
                                  f"pixel_values_videos/spatial_pixel_values_videos instead")
 
     @torch.no_grad()
@@ -349,6 +351,7 @@ class SpatialMLLMForConditionalGeneration(ShareableCheckpointMixin, Qwen2_5_VLFo
         the merger and the connector run here (with grad where trainable). An error when the ViT blocks or
         VGGT are trainable (their gradient would be lost).
         """
+        distinct = None  # the features of the distinct videos, when computed here
         if video_trunks is not None:
             if (pixel_values_videos is not None or spatial_pixel_values_videos is not None
                     or (mm_encoder_outputs or {}).get("video") is not None):
@@ -357,26 +360,21 @@ class SpatialMLLMForConditionalGeneration(ShareableCheckpointMixin, Qwen2_5_VLFo
             if video_grid_thw is None:
                 raise ValueError("video_trunks given without video_grid_thw")
             self._check_trunks_frozen()
-            fused = self.fuse_visual_trunks(video_trunks, video_grid_thw)
-            if video_index is not None:
-                idx = torch.as_tensor(video_index, dtype=torch.long, device=video_grid_thw.device)
-                fused = SpatialFusedOutput(pooler_output=tuple(fused.pooler_output[i] for i in idx.tolist()))
-                video_grid_thw = video_grid_thw[idx]
-                second_per_grid_ts = second_per_grid_ts[idx] if second_per_grid_ts is not None else None
-                video_index = None
-            mm_encoder_outputs = {**(mm_encoder_outputs or {}), "video": fused}
-        if video_index is not None:
-            idx = torch.as_tensor(video_index, dtype=torch.long, device=video_grid_thw.device)
+            distinct = self.fuse_visual_trunks(video_trunks, video_grid_thw)
+        elif video_index is not None:
             if pixel_values_videos is None or mm_encoder_outputs is not None:
                 raise ValueError("video_index needs the distinct videos' raw inputs (pixel_values_videos, "
                                  "spatial_pixel_values_videos), not mm_encoder_outputs")
-            fused = self.encode_visual_inputs(pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
-                                              spatial_pixel_values_videos=spatial_pixel_values_videos)["video"]
-            mm_encoder_outputs = {"video": SpatialFusedOutput(
-                pooler_output=tuple(fused.pooler_output[i] for i in idx.tolist()))}
-            video_grid_thw = video_grid_thw[idx]
-            second_per_grid_ts = second_per_grid_ts[idx] if second_per_grid_ts is not None else None
+            distinct = self.encode_visual_inputs(pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
+                                                 spatial_pixel_values_videos=spatial_pixel_values_videos)["video"]
             pixel_values_videos = spatial_pixel_values_videos = None
+        if distinct is not None:
+            if video_index is not None:  # one block per row: each shows one of the distinct videos
+                idx = torch.as_tensor(video_index, dtype=torch.long, device=video_grid_thw.device)
+                distinct = SpatialFusedOutput(pooler_output=tuple(distinct.pooler_output[i] for i in idx.tolist()))
+                video_grid_thw = video_grid_thw[idx]
+                second_per_grid_ts = second_per_grid_ts[idx] if second_per_grid_ts is not None else None
+            mm_encoder_outputs = {**(mm_encoder_outputs or {}), "video": distinct}
         if mm_token_type_ids is None and input_ids is not None and (
                 image_grid_thw is not None or video_grid_thw is not None):
             mm_token_type_ids = mm_token_type_ids_from_input_ids(input_ids, self.config)

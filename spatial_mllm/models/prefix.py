@@ -84,8 +84,8 @@ def build_prefix(model, processor, video, prompt: str, *, frame_indices=None, nu
     if features is None and cache is not None:
         from spatial_mllm.models.feature_cache import processor_settings
 
-        settings = processor_settings(processor, frame_indices=frame_indices)
-        settings["num_frames"] = num_frames if num_frames is not None else settings["num_frames"]
+        settings = processor_settings(processor, frame_indices=frame_indices,
+                                      **({"num_frames": num_frames} if num_frames is not None else {}))
         features = cache.video_features(video, batch, settings)
     if features is None:
         features = model.encode_visual_inputs(
