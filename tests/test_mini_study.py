@@ -188,8 +188,9 @@ def _micro(out: Path) -> MiniStudyConfig:
                       eval_sequences_per_scene=1),
         semantic=dict(num_train_scenes=1, num_eval_scenes=1, frames_per_scene=2, steps=3, batch_size=2,
                       text_overrides={"num_hidden_layers": 1}),
-        max_steps=3, global_batch_size=4, per_device_train_batch_size=4, sft_overrides={}, eval_limit=12,
-        eval_batch_size=12, bootstrap_samples=200)
+        max_steps=3, global_batch_size=4, per_device_train_batch_size=4, sft_overrides={"encoder_cache": True},
+        eval_limit=12, eval_batch_size=12, bootstrap_samples=200, grounding_steps=2, grounding_random_subsets=1,
+        grounding_mix=0.5, data_overrides={"instance_counts": [1, 2, 3]})
 
 
 @pytest.mark.timeout(600)
@@ -215,26 +216,57 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path):
     test_scenes = set(json.loads((cfg.data_dir() / "splits.json").read_text())["test"])
     rows = cfg.eval_rows()
     assert {r["scene_name"] for r in rows} <= test_scenes
-    for sub in ("vggt", "vggt_random", "qwen", "qwen_s0", "qwen_s1"):
+    for sub in ("vggt", "vggt_random", "qwen", "qwen_s0", "qwen_s1", "qwen_grounded"):
         assert (cfg.study_dir() / "pretrain" / sub / "config.json").is_file(), sub
+    # every variant and seed starts from the one grounded LLM, trained on the train rooms' grounding questions
+    assert {cfg.sft_config(v, s).model_name_or_path for v in cfg.variants for s in cfg.seeds} == {
+        str(cfg.grounded_path())}
+    grounding = [json.loads(x) for x in (cfg.data_dir() / "grounding_train.jsonl").read_text().splitlines()]
+    train_scenes = set(json.loads((cfg.data_dir() / "splits.json").read_text())["train"])
+    assert {g["video"].split("/")[1] for g in grounding} <= train_scenes
+    assert any("frame_indices" in g for g in grounding) and any("frame_indices" not in g for g in grounding)
+    mixed = [json.loads(x) for x in (cfg.data_dir() / "train_sft_grounded.jsonl").read_text().splitlines()]
+    spatial = [json.loads(x) for x in (cfg.data_dir() / "train_sft.jsonl").read_text().splitlines()]
+    assert mixed[:len(spatial)] == spatial and len(mixed) == len(spatial) + round(0.5 * len(spatial))
     assert not (cfg.study_dir() / "runs" / "2d_only_s0").exists()  # checkpoints removed after scoring
-    cache = json.loads(cfg.frames_cache_path().read_text())
-    assert set(cache) == {f"{r['dataset']}/{r['scene_name']}" for r in rows}
-    assert all(len(v) == cfg.num_frames and v == sorted(set(v)) for v in cache.values())
+    for sampling in ("space_aware", "space_aware_gt"):
+        cache = json.loads(cfg.frames_cache_path(sampling).read_text())
+        assert set(cache) == {f"{r['dataset']}/{r['scene_name']}" for r in rows}
+        assert all(len(v) == cfg.num_frames and v == sorted(set(v)) for v in cache.values())
     cov = ms.sampling_coverage(cfg)
-    assert ((cov[["uniform", "space_aware"]] > 0) & (cov[["uniform", "space_aware"]] <= 1)).all().all()
+    cols = ["uniform", "space_aware", "space_aware_gt"]
+    assert ((cov[cols] > 0) & (cov[cols] <= 1)).all().all()
     assert set(table["variant"]) == {"2d_only", "vggt_pretrained", "frequency"}
-    assert set(table["sampling"]) == {"uniform", "space_aware", "other_room", "-"}
+    assert set(table["sampling"]) == {"uniform", "space_aware", "space_aware_gt", "other_room", "-"}
+    # the space-aware samplings are scored for the full model only (space_aware_variants)
+    assert set(table[table["variant"] == "2d_only"]["sampling"]) == {"uniform", "other_room"}
+    conf = ms.counting_confusion(cfg, "vggt_pretrained")
+    n_counting = sum(r["question_type"] == "object_counting" for r in rows)
+    assert int(conf.to_numpy().sum()) == n_counting * len(cfg.seeds)
+    assert "true \\ predicted" in (cfg.out() / "tables" / "07_counting_confusion.md").read_text()
     blind = [json.loads(x) for x in (cfg.out() / "eval" / cfg.eval_name("2d_only", "other_room", 0) /
                                      "predictions.jsonl").read_text().splitlines()]
     own = {r["id"]: r["scene_name"] for r in rows}
     assert all(b["scene_name"] != own[b["id"]] for b in blind)  # every question saw another room
-    assert {"reads_video", "reads_video_2d"} <= set(con["claim"])
+    assert {"reads_video", "reads_video_2d", "space_aware_sampling_gt"} <= set(con["claim"])
     assert "geometry_prior" not in set(con["claim"])  # its control arm was not run
     assert "not tested" in ms.claims_markdown(con)
     assert not math.isnan(enc.set_index("metric").loc["depth AbsRel ↓ (median-scaled)", "pretrained"])
     # a rerun skips every finished run; finished encoders or data made with other settings are an error
     assert {s["status"] for s in ms.run_study(cfg, log=lambda *a: None)} == {"skipped"}
+    # a run redone from the finished pieces (data, encoders, grounded LLM) writes the same predictions, byte for byte
+    done = cfg.out() / "eval" / cfg.eval_name("vggt_pretrained", "uniform", 1)
+    before = {s: (cfg.out() / "eval" / cfg.eval_name("vggt_pretrained", s, 1) / "predictions.jsonl").read_bytes()
+              for s in cfg.samplings_of("vggt_pretrained")}
+    import shutil
+
+    shutil.rmtree(done)
+    statuses = ms.run_study(cfg, log=lambda *a: None)
+    assert [s["run"] for s in statuses if s["status"] == "ran"] == ["vggt_pretrained_s1"]
+    for s, b in before.items():
+        assert (cfg.out() / "eval" / cfg.eval_name("vggt_pretrained", s, 1) / "predictions.jsonl").read_bytes() == b, s
+    with pytest.raises(ValueError, match="other grounding settings"):
+        ms.ground_llm(cfg.replace(grounding_lr=1e-2), log=lambda *a: None)
     changed = cfg.replace(geometry={**cfg.geometry, "steps": 4})
     with pytest.raises(ValueError, match="other geometry settings \\(steps"):
         ms.pretrain_encoders(changed, log=lambda *a: None)

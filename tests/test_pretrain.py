@@ -230,3 +230,26 @@ def test_checkpoints_reload_and_fit_the_model_loader(tmp_path):
     agg = trained.aggregator.state_dict()
     loaded = model.spatial_encoder.vggt_model.aggregator.state_dict()
     assert agg.keys() == loaded.keys() and all(torch.equal(agg[k], loaded[k]) for k in agg)
+
+
+def test_video_pairs_match_qwen_video_patches_and_train_a_wider_vit(tmp_path):
+    """The ViT's video tokens mix two different frames per temporal patch: pretraining on frame pairs builds
+    exactly the patches Qwen's video processor makes, and vision_overrides size the ViT."""
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLVideoProcessor
+
+    from spatial_mllm.train.pretrain import _qwen_pixels, _video_pair
+
+    a, b = torch.rand(1, 3, 56, 84), torch.rand(1, 3, 56, 84)
+    (pa, grid), (pb, _) = _qwen_pixels(a), _qwen_pixels(b)
+    frames = torch.cat([(a * 255).round(), (b * 255).round()]).to(torch.uint8)  # [2, 3, H, W]
+    ref = Qwen2VLVideoProcessor()(videos=[frames], return_tensors="pt", do_resize=False, do_sample_frames=False)
+    assert torch.equal(ref["video_grid_thw"], grid)
+    torch.testing.assert_close(_video_pair(pa, pb), ref["pixel_values_videos"], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="video_pairs"):
+        SemanticPretrainConfig(frames_per_scene=4, video_pairs=4)
+    scfg = SemanticPretrainConfig(out_dir=str(tmp_path / "qwen"), steps=2, batch_size=2, num_train_scenes=1,
+                                  num_eval_scenes=1, frames_per_scene=3, width=56, height=56, log_every=1,
+                                  video_pairs=2, vision_overrides={"hidden_size": 48, "depth": 3})
+    q = Qwen2_5_VLForConditionalGeneration.from_pretrained(pretrain_vit(scfg, log=None))
+    assert q.config.vision_config.hidden_size == 48 and q.config.vision_config.depth == 3
+    assert q.config.vision_config.out_hidden_size == q.config.text_config.hidden_size

@@ -134,6 +134,25 @@ def test_resume_equals_an_uninterrupted_run(data, tmp_path):
     assert lb == pytest.approx(la, rel=1e-5)
 
 
+@pytest.mark.parametrize("connector", ["mlp_add", "none"])
+def test_encoder_cache_equals_raw_pixels(data, tmp_path, connector):
+    """The second path: SFT reusing the frozen ViT's and VGGT's outputs per video (encoder_cache) trains to the
+    same weights and losses as encoding the raw pixels every step (3 videos of 3 sizes, 4 epochs)."""
+    kw = dict(max_steps=12, shuffle=True, learning_rate=2e-3, connector=connector)
+    raw = train_sft(cfg_for(tmp_path / "raw", data, **kw))
+    memo = train_sft(cfg_for(tmp_path / "memo", data, encoder_cache=True, **kw))
+    assert "encoder_cache_hits" not in raw.stats
+    assert memo.stats["encoder_cache_misses"] == 3 and memo.stats["encoder_cache_hits"] == 12 * 2 - 3
+    a, b = trainable_state(raw.output_dir), trainable_state(memo.output_dir)
+    assert set(a) == set(b) and any(n.startswith("connector.") for n in a) == (connector != "none")
+    for n in a:
+        torch.testing.assert_close(b[n], a[n], atol=1e-6, rtol=1e-5, msg=n)
+    la = [h["loss"] for h in raw.log_history if "loss" in h]
+    assert [h["loss"] for h in memo.log_history if "loss" in h] == pytest.approx(la, rel=1e-6)
+    with pytest.raises(ValueError, match="encoder_cache"):
+        cfg_for(tmp_path / "x", data, encoder_cache=True, train_vision=True)
+
+
 def test_lora_trains_adapters_and_saves_a_merged_model(data, tmp_path):
     cfg = cfg_for(tmp_path / "lora", data, max_steps=3, lora_r=4, learning_rate=1e-2)
     model, processor = build_model_and_processor(cfg)

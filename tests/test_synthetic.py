@@ -142,3 +142,17 @@ def test_config_rejects_bad_values():
         SyntheticSceneConfig(categories=("spaceship",))
     with pytest.raises(ValueError, match="min_area"):
         SyntheticSceneConfig(min_area=30.0, max_area=10.0)
+
+
+def test_instance_counts_make_counting_truths_vary():
+    from spatial_mllm.data.synthetic import SyntheticSceneConfig, generate_scene
+
+    def repeats(cfg):
+        return [n for i in range(40) for n in generate_scene(cfg, i).meta.box_counts.values() if n >= 2]
+
+    base = repeats(SyntheticSceneConfig(seed=3, max_area=30.0))
+    varied = repeats(SyntheticSceneConfig(seed=3, max_area=30.0, instance_counts=(1, 2, 3, 4, 5, 6), max_instances=6))
+    assert max(base) <= 4 and max(varied) >= 5
+    assert np.mean(np.array(varied) == 2) < np.mean(np.array(base) == 2)  # "2" is no longer the usual truth
+    with pytest.raises(ValueError, match="instance_counts"):
+        SyntheticSceneConfig(instance_counts=(0, 2))

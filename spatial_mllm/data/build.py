@@ -66,6 +66,9 @@ class DataConfig(StageConfig):
     )
     max_area: float = field(default=30.0, metadata={"help": "largest room floor area, m²"})
     l_shape_prob: float = field(default=0.35, metadata={"help": "probability that a room is L-shaped"})
+    instance_counts: list[int] | None = field(default=None, metadata={
+        "help": "instance counts drawn uniformly for categories that may repeat (chairs, stools, plants...); "
+                "null = the catalog's own (mostly 1-2, so counting truths are mostly 2); e.g. [1, 2, 3, 4, 5, 6]"})
     width: int = field(default=112, metadata={"help": "rendered frame width, pixels (even)"})
     height: int = field(default=84, metadata={"help": "rendered frame height, pixels (even)"})
     num_frames: int = field(default=48, metadata={"help": "frames per rendered video"})
@@ -114,13 +117,17 @@ class DataConfig(StageConfig):
             raise ValueError(f"unknown question types {bad}; choose from {list(qa.QUESTION_TYPES)}")
         if self.max_questions_per_type < 1:
             raise ValueError("max_questions_per_type must be >= 1")
+        if self.instance_counts is not None and (not self.instance_counts or min(self.instance_counts) < 1):
+            raise ValueError(f"instance_counts must be a non-empty list of positive ints, got {self.instance_counts}")
         # the scene and render configs validate the rest (area range, even frame size, ...)
         self.scene_config()
         self.render_config()
 
     def scene_config(self) -> SyntheticSceneConfig:
         return SyntheticSceneConfig(
-            seed=self.seed, min_area=self.min_area, max_area=self.max_area, l_shape_prob=self.l_shape_prob
+            seed=self.seed, min_area=self.min_area, max_area=self.max_area, l_shape_prob=self.l_shape_prob,
+            **({} if self.instance_counts is None else {"instance_counts": tuple(self.instance_counts),
+                                                        "max_instances": max(self.instance_counts)}),
         )
 
     def render_config(self) -> RenderConfig:

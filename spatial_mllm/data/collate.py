@@ -128,7 +128,8 @@ class SFTDataset(torch.utils.data.Dataset):
         video_root: folder the rows' relative video paths start from (default: the jsonl's folder).
         num_frames: frames per video when sampling uniformly (videos with fewer frames are bad rows, unless
             ``short_videos="all_frames"``).
-        frames_cache: a frames-cache JSON path or dict (see the module docstring); None = uniform.
+        frames_cache: a frames-cache JSON path or dict (see the module docstring); None = uniform. A row with
+            its own ``frame_indices`` (a list of frame numbers) uses those instead.
         on_bad_video: ``"raise"`` (:class:`BadRowError` naming the row) or ``"skip"`` (dropped, counted in
             :attr:`skipped`, their sources in :attr:`skipped_rows`).
         check_videos: open every distinct video once now (header only) to find bad rows early.
@@ -175,7 +176,12 @@ class SFTDataset(torch.utils.data.Dataset):
             rel = str(rec["video"])
             video = Path(rel) if Path(rel).is_absolute() else root / rel
             idx = None
-            if cache is not None:
+            if rec.get("frame_indices") is not None:  # the row names its own frames (wins over a frames cache)
+                idx = rec["frame_indices"]
+                if not isinstance(idx, list) or not idx or not all(isinstance(j, int) and j >= 0 for j in idx):
+                    raise BadRowError(f"{where}: frame_indices must be a non-empty list of frame numbers >= 0, "
+                                      f"got {idx!r}")
+            elif cache is not None:
                 hit = next((k for k in frames_cache_keys(rel) if k in cache), None)
                 if hit is None:
                     raise BadRowError(f"{where}: the frames cache has no entry for video {rel!r} "
@@ -237,6 +243,9 @@ class SFTCollator:
         video_cache_size: keep this many decoded, resized videos (keyed by path and frame choice) in memory;
             0 = decode every time. Worth it when many rows share a video and frames are few (the tiny
             preset: 4 frames of 84×112 ≈ 0.5 MB each); at the paper's 16 frames of 476×644 a video is ~60 MB.
+        video_keys: add ``video_keys`` (one string per row: video path, frame choice, frame count) to each
+            batch, for :class:`spatial_mllm.train.sft.EncoderTrunkMemo` (SFT's ``encoder_cache``); the trainer
+            takes them out before the forward.
 
     ``stats`` (a ``Counter``) counts ``samples``, ``truncated``, ``truncated_no_labels`` and
     ``skipped_bad_video`` over every call (per process).
@@ -246,7 +255,7 @@ class SFTCollator:
                          "video_grid_thw", "second_per_grid_ts", "spatial_pixel_values_videos")
 
     def __init__(self, processor, *, num_frames: int = 16, max_length: int = 8192, on_bad_video: str = "raise",
-                 video_cache_size: int = 0):
+                 video_cache_size: int = 0, video_keys: bool = False):
         if on_bad_video not in ("raise", "skip"):
             raise ValueError(f"on_bad_video must be 'raise' or 'skip', got {on_bad_video!r}")
         if max_length < 1:
@@ -260,6 +269,7 @@ class SFTCollator:
         self.vision_end_id = self.tokenizer.convert_tokens_to_ids("<|vision_end|>")
         self.stats: Counter = Counter()
         self.video_cache_size = video_cache_size
+        self.video_keys = video_keys
         self._videos: OrderedDict = OrderedDict()  # (path, indices, num_frames) → VideoInput, LRU order
 
     def _load_video(self, item: dict):
@@ -300,7 +310,9 @@ class SFTCollator:
             self.stats["truncated"] += 1
             if not (labels != IGNORE_INDEX).any():
                 self.stats["truncated_no_labels"] += 1
+        idx = item.get("frame_indices")
         return {
+            "video_key": json.dumps([str(item["video"]), list(idx) if idx is not None else None, self.num_frames]),
             "input_ids": input_ids,
             "labels": labels,
             "pixel_values_videos": feats["pixel_values_videos"],  # [t·h·w patches, C·tp·p·p]
@@ -335,7 +347,9 @@ class SFTCollator:
         mm = torch.zeros((B, L), dtype=torch.int32)  # [B, L] 0 text, 1 image, 2 video placeholder
         mm[(input_ids == proc.image_token_id) & attention_mask.bool()] = 1
         mm[(input_ids == proc.video_token_id) & attention_mask.bool()] = 2
+        keys = {"video_keys": [e["video_key"] for e in encoded]} if self.video_keys else {}
         return {
+            **keys,
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": labels,

@@ -462,6 +462,9 @@ class SyntheticSceneConfig:
     min_objects: int = 5
     max_objects: int = 30
     max_instances: int = 4  # cap on instances of one category
+    # instance counts drawn uniformly for every category whose catalog allows several instances (None = the
+    # catalog's own, mostly 1-2); e.g. (1, ..., 8) with max_instances 8 makes counting questions vary
+    instance_counts: tuple[int, ...] | None = None
     free_yaw_prob: float = 0.3  # free-standing objects get a free yaw with this probability, else k·90°
     min_gap: float = 0.05  # minimum clearance between object boxes
     door_clearance: float = 0.8  # keep-out depth in front of a door
@@ -474,6 +477,8 @@ class SyntheticSceneConfig:
         unknown = [c for c in self.categories if c not in CATALOG]
         if unknown:
             raise ValueError(f"unknown categories {unknown}; known: {sorted(CATALOG)}")
+        if self.instance_counts is not None and (not self.instance_counts or min(self.instance_counts) < 1):
+            raise ValueError(f"instance_counts must be positive ints, got {self.instance_counts}")
         if self.min_room_width**2 > self.min_area * 1.0001 and self.min_room_width * 2 > self.max_area:
             raise ValueError("min_room_width is too large for the area range")
 
@@ -719,7 +724,10 @@ def _choose_objects(rng, cfg: SyntheticSceneConfig, area: float) -> list[str]:
     for c in pool:
         if len(chosen) >= target:
             break
-        k = min(int(rng.choice(CATALOG[c].counts)), cfg.max_instances, target - len(chosen))
+        counts = CATALOG[c].counts
+        if cfg.instance_counts is not None and max(counts) > 1:
+            counts = cfg.instance_counts
+        k = min(int(rng.choice(counts)), cfg.max_instances, target - len(chosen))
         chosen += [c] * k
     # big floor items first, wall items next, small ones last: placement succeeds more often
     order = {"floor_wall": 0, "wall": 1, "floor": 2}

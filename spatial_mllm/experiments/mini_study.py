@@ -12,18 +12,28 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    The same VGGT architecture at the exact random init the pretraining started from is saved as the
    control (``pretrain/vggt_random``). Held-out depth AbsRel / δ<1.25 and relative-pose errors of both go
    to ``tables/07_encoders.csv``.
+2b. **Grounding stage** (optional, ``grounding_steps``; :func:`ground_llm`) — the 2D model (the pretrained ViT
+   with an LLM initialised from ``pretrain_seed``) is fine-tuned once on questions only the frames answer, from
+   the renderer's exact per-pixel labels of the train rooms (:mod:`spatial_mllm.data.grounding`: visible
+   counts, presence, first seen, everything seen; on the uniform frames and ``grounding_random_subsets``
+   random frame draws). Every variant and seed starts its SFT from this model: the miniature of the
+   pretrained Qwen2.5-VL the paper starts from. ``grounding_mix`` also mixes grounding rows into each SFT.
 3. **Variants with identical budgets** (:data:`VARIANTS`): ``2d_only`` (``connector=none``: Qwen2.5-VL
    alone), ``vggt_pretrained`` (2D + the pretrained VGGT through the v1.1 ``mlp_add`` connector) and
    ``vggt_random`` (2D + the random-init VGGT: the control that isolates the geometry prior). Each is
    fine-tuned with :func:`spatial_mllm.train.sft.train_sft` for ``max_steps`` steps per seed — the same
-   steps, batch, learning rates, training rows and row order; the seed sets the LLM's and connector's
-   init and the row order, identically across variants. Both encoders stay frozen, as in the paper.
-4. **Test-time sampling** — every trained model is scored with uniform frames and with space-aware frames
-   (greedy maximum voxel coverage, paper §3.2) at the same budget ``num_frames``. The space-aware frames
-   come from the pretrained mini VGGT's point head (``space_aware_source: vggt``, the paper's pipeline in
-   miniature) or from the rendered depth (``ground_truth``). A third condition, ``other_room``, shows each
-   question the uniform frames of *another* held-out room (:func:`other_room_rows`): the blind control for
-   whether the fine-tuned model reads its video at all (:data:`DIAGNOSTICS`), a precondition for both claims.
+   steps, batch, learning rates, training rows and row order; the seed sets the LLM's (without a grounding
+   stage) and connector's init and the row order, identically across variants. Both encoders stay frozen,
+   as in the paper (``sft_overrides: {encoder_cache: true}`` runs them once per video, exactly).
+4. **Test-time sampling** — every trained model is scored with uniform frames; the variants in
+   ``space_aware_variants`` (default: the full model) also with space-aware frames (greedy maximum voxel
+   coverage, paper §3.2) at the same budget ``num_frames``, chosen on the pretrained mini VGGT's point maps
+   (``space_aware``, with ``space_aware_source: vggt``: the paper's pipeline in miniature) and on the rendered
+   depth and cameras (``space_aware_gt``: the sampling idea apart from the weak encoder). A last condition,
+   ``other_room``, shows each question the uniform frames of *another* held-out room (:func:`other_room_rows`):
+   the blind control, per variant, for whether the fine-tuned model reads its video at all
+   (:data:`DIAGNOSTICS`), a precondition for every claim; :func:`counting_confusion` shows whether counting
+   answers move with the true count. The ``val`` rooms are for choosing the recipe (never the test rooms).
 5. **Statistics** — per-question scores (VSI-Bench: accuracy / mean relative accuracy) of every run feed a
    **hierarchical percentile bootstrap** (:func:`bootstrap_scores`): each replicate resamples the seeds and,
    within each question type, the questions (so per-type counts stay fixed); task scores follow
@@ -33,7 +43,7 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    lies above 0, *contradicted* when below, otherwise *not resolved* (:func:`claims_markdown`).
 
 Layout under ``output_dir`` (default ``outputs/mini``): ``mini_study/data/``, ``mini_study/pretrain/{vggt,
-vggt_random,qwen,qwen_s<seed>}/``, ``mini_study/frames_cache/``, ``mini_study/runs/<variant>_s<seed>/`` (SFT
+vggt_random,qwen,qwen_s<seed>,qwen_grounded}/``, ``mini_study/frames_cache/``, ``mini_study/runs/<variant>_s<seed>/`` (SFT
 run, deleted after scoring unless ``keep_checkpoints``), ``eval/07_<variant>_<sampling>_s<seed>/``
 (predictions, scores), ``eval/07_frequency/``, ``tables/07_*.csv|md``, ``figures/07_*``. Finished pieces are
 skipped on a rerun; data and encoders made with other settings are an error that names the keys (never
@@ -46,7 +56,8 @@ Departures from the paper (also in the README):
 1. Scale: 112×84 frames, a ~1 M-parameter VGGT and a ~2 M-parameter Qwen2.5-VL trained from scratch
    (the paper: VGGT-1B and Qwen2.5-VL-3B, pretrained on real data); a few thousand synthetic questions
    (the paper: ~120k from ScanNet).
-2. The LLM starts from random weights and learns the answer format during SFT; no language pretraining.
+2. The LLM starts from random weights (no language pretraining); with a grounding stage it first learns to
+   name and count what the frames show (synthetic questions from exact labels, not the paper's data).
 3. Training frames are uniform; the sampler is a test-time choice (the paper's sampling ablation is at
    test time too; its SFT data used the sampler's frames).
 4. The paper reports single runs; here ≥ 3 seeds and bootstrap intervals. The random-init VGGT control has
@@ -79,6 +90,8 @@ __all__ = [
     "other_room_rows",
     "build_study_data",
     "pretrain_encoders",
+    "build_grounding_data",
+    "ground_llm",
     "encoder_table",
     "geometry_examples",
     "space_aware_cache",
@@ -89,6 +102,7 @@ __all__ = [
     "contrast_table",
     "claims_markdown",
     "write_study_tables",
+    "counting_confusion",
 ]
 
 #: variant → (connector, spatial encoder: "pretrained" / "random" / None)
@@ -99,14 +113,18 @@ VARIANTS: dict[str, tuple[str, str | None]] = {
 }
 VARIANT_LABELS = {"2d_only": "2D only", "vggt_pretrained": "2D + pretrained VGGT",
                   "vggt_random": "2D + random-init VGGT", "frequency": "frequency baseline"}
-SAMPLINGS = ("uniform", "space_aware", "other_room")
+SAMPLINGS = ("uniform", "space_aware", "space_aware_gt", "other_room")
+#: samplings that pick frames by voxel coverage (scored only for ``space_aware_variants``)
+SPACE_AWARE = ("space_aware", "space_aware_gt")
 
 # the mini preset's pretraining budgets (params/mini/07_mini_study.yaml)
 MINI_GEOMETRY = {"num_train_scenes": 96, "num_eval_scenes": 8, "frames_per_scene": 32, "seq_len": 4,
                  "frame_stride": 1, "steps": 1500, "batch_size": 8, "lr": 1e-3, "log_every": 100}
-MINI_SEMANTIC = {"num_train_scenes": 48, "num_eval_scenes": 8, "frames_per_scene": 16, "steps": 600,
-                 "batch_size": 16, "text_overrides": {"hidden_size": 128, "intermediate_size": 256,
-                                                      "num_hidden_layers": 4}}
+MINI_SEMANTIC = {"num_train_scenes": 96, "num_eval_scenes": 8, "frames_per_scene": 16, "steps": 3000,
+                 "batch_size": 16, "log_every": 500, "video_pairs": 2,
+                 "text_overrides": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4},
+                 "vision_overrides": {"hidden_size": 96, "depth": 4, "num_heads": 4, "intermediate_size": 192,
+                                      "fullatt_block_indexes": [1, 3]}}
 
 
 @register_params("07_mini_study")
@@ -123,23 +141,29 @@ class MiniStudyConfig(StageConfig):
     variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={
         "help": "2d_only (connector none), vggt_pretrained, vggt_random (the control)"})
     samplings: list[str] = field(default_factory=lambda: list(SAMPLINGS), metadata={
-        "help": "test-time frames, all at the budget num_frames: uniform, space_aware, other_room (uniform frames "
-                "of ANOTHER held-out room: the blind control that shows whether the model reads the video)"})
+        "help": "test-time frames, all at the budget num_frames: uniform, space_aware (sampler on "
+                "space_aware_source's point maps), space_aware_gt (sampler on ground-truth geometry), other_room "
+                "(uniform frames of ANOTHER held-out room: the blind control that shows whether the model reads "
+                "the video)"})
+    space_aware_variants: list[str] = field(default_factory=lambda: ["vggt_pretrained"], metadata={
+        "help": "variants scored with the space-aware samplings (the paper's sampling ablation is on its full "
+                "model); the others get uniform and other_room only"})
     num_frames: int = field(default=8, metadata={"help": "frames per video shown to the model (paper: 16)"})
     space_aware_source: Literal["vggt", "ground_truth"] = field(default="vggt", metadata={
         "help": "point maps of the space-aware sampler: vggt = the pretrained mini VGGT's point head on the "
                 "video; ground_truth = rendered depth + cameras"})
     # ---- data -----------------------------------------------------------------------------------------
-    num_scenes: int = field(default=300, metadata={"help": "synthetic QA rooms (split by scene)"})
+    num_scenes: int = field(default=1000, metadata={"help": "synthetic QA rooms (split by scene)"})
     width: int = field(default=112, metadata={"help": "frame width, px (multiple of 28)"})
     height: int = field(default=84, metadata={"help": "frame height, px (multiple of 28)"})
     num_frames_rendered: int = field(default=32, metadata={
         "help": "frames per video; also the sampler's candidates (paper: 128 candidates)"})
     max_questions_per_type: int = field(default=4, metadata={"help": "cap per room and question type"})
-    train_fraction: float = field(default=0.8, metadata={"help": "fraction of rooms for SFT"})
-    val_fraction: float = field(default=0.0, metadata={"help": "fraction of rooms in val (unused here)"})
-    data_overrides: dict[str, Any] = field(default_factory=dict, metadata={
-        "help": "other DataConfig fields (e.g. min_area, question_types)"})
+    train_fraction: float = field(default=0.85, metadata={"help": "fraction of rooms for SFT"})
+    val_fraction: float = field(default=0.05, metadata={
+        "help": "fraction of rooms in val (where the recipe is chosen; never the test rooms)"})
+    data_overrides: dict[str, Any] = field(default_factory=lambda: {"instance_counts": [1, 2, 3, 4, 5, 6]}, metadata={
+        "help": "other DataConfig fields (e.g. min_area, question_types; instance_counts: varied counting truths)"})
     # ---- encoder pretraining --------------------------------------------------------------------------
     pretrain_seed: int = field(default=1000, metadata={
         "help": "seed of the pretraining rooms and of both encoders' init (rooms differ from the QA rooms)"})
@@ -147,13 +171,32 @@ class MiniStudyConfig(StageConfig):
         "help": "GeometryPretrainConfig fields for the tiny VGGT (out_dir, seed, width, height are set here)"})
     semantic: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(MINI_SEMANTIC)), metadata={
         "help": "SemanticPretrainConfig fields for the tiny ViT + LLM size (out_dir, seed, width, height set here)"})
+    # ---- grounding stage (identical for every variant) ------------------------------------------------
+    grounding_steps: int = field(default=3000, metadata={
+        "help": "steps of the grounding stage before the spatial SFT (0 = none): the 2D model (LLM init from "
+                "pretrain_seed) is trained on questions only the frames answer (spatial_mllm/data/grounding.py), "
+                "once, and every variant and seed starts its SFT from it — the miniature of a pretrained Qwen2.5-VL"})
+    grounding_lr: float = field(default=1e-3, metadata={"help": "peak lr (LLM and merger) of the grounding stage"})
+    grounding_train_merger: bool = field(default=False, metadata={
+        "help": "train the ViT's merger in the grounding stage (false: keep the semantic pretraining's merger)"})
+    grounding_train_vision: bool = field(default=False, metadata={
+        "help": "also train the ViT in the grounding stage (as a VLM's pretraining does; SFT keeps it frozen)"})
+    grounding_min_pixels: int = field(default=30, metadata={
+        "help": "pixels an instance must cover in a shown frame to count as seen (grounding answers)"})
+    grounding_per_type: int = field(default=6, metadata={"help": "grounding questions per room and type"})
+    grounding_random_subsets: int = field(default=3, metadata={
+        "help": "per train room, this many draws of num_frames random frames with their own grounding questions "
+                "(besides the uniform frames): answers then change with the frames, not with the room"})
+    grounding_mix: float = field(default=0.0, metadata={
+        "help": "grounding rows added to every variant's spatial SFT, as a fraction of its rows (0 = none)"})
     # ---- SFT budget (identical for every variant) -----------------------------------------------------
-    max_steps: int = field(default=400, metadata={"help": "SFT optimizer steps per run"})
+    max_steps: int = field(default=800, metadata={"help": "SFT optimizer steps per run"})
     global_batch_size: int = field(default=16, metadata={"help": "rows per optimizer step"})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "rows per forward pass"})
-    learning_rate: float = field(default=2e-3, metadata={"help": "peak lr of the LLM"})
-    mm_projector_lr: float = field(default=2e-3, metadata={"help": "peak lr of the connector and ViT merger"})
-    sft_overrides: dict[str, Any] = field(default_factory=lambda: {"video_cache_size": 400}, metadata={
+    learning_rate: float = field(default=3e-4, metadata={"help": "peak lr of the LLM"})
+    mm_projector_lr: float = field(default=3e-4, metadata={"help": "peak lr of the connector and ViT merger"})
+    sft_overrides: dict[str, Any] = field(default_factory=lambda: {"video_cache_size": 1000, "encoder_cache": True},
+                                          metadata={
         "help": "other SFTConfig fields for every run (e.g. warmup_ratio; a video_cache_size of at least the number of "
                 "videos keeps every decoded video in memory); not the study's own fields"})
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep each trained model under study/"})
@@ -174,10 +217,11 @@ class MiniStudyConfig(StageConfig):
     _OWN_PRETRAIN_FIELDS = ("out_dir", "seed", "width", "height")
 
     def __post_init__(self):
-        for name, allowed in (("variants", tuple(VARIANTS)), ("samplings", SAMPLINGS)):
+        for name, allowed in (("variants", tuple(VARIANTS)), ("samplings", SAMPLINGS),
+                              ("space_aware_variants", tuple(VARIANTS))):
             values = getattr(self, name)
             bad = [v for v in values if v not in allowed]
-            if bad or not values or len(set(values)) != len(values):
+            if bad or (not values and name != "space_aware_variants") or len(set(values)) != len(values):
                 raise ValueError(f"{name}: {values} must be distinct values from {list(allowed)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be a non-empty list of distinct ints, got {self.seeds}")
@@ -187,6 +231,10 @@ class MiniStudyConfig(StageConfig):
         if not 2 <= self.num_frames <= self.num_frames_rendered or self.num_frames % 2:
             raise ValueError(f"num_frames must be even and in [2, num_frames_rendered={self.num_frames_rendered}]"
                              f", got {self.num_frames}")
+        if self.grounding_steps < 0 or self.grounding_mix < 0 or self.grounding_min_pixels < 1 \
+                or self.grounding_random_subsets < 0:
+            raise ValueError("need grounding_steps >= 0, grounding_mix >= 0, grounding_min_pixels >= 1 and "
+                             "grounding_random_subsets >= 0")
         if self.max_steps < 1 or self.bootstrap_samples < 100 or not 0 < self.ci_level < 1:
             raise ValueError("need max_steps >= 1, bootstrap_samples >= 100 and 0 < ci_level < 1")
         if self.eval_limit is not None and self.eval_limit < 1:
@@ -245,14 +293,45 @@ class MiniStudyConfig(StageConfig):
         """The semantic-pretrained ViT + an LLM initialised with ``seed`` (see :func:`pretrain_encoders`)."""
         return self.study_dir() / "pretrain" / f"qwen_s{seed}"
 
+    def grounded_path(self) -> Path:
+        """The grounding stage's output (a plain Qwen2.5-VL checkpoint, see :func:`ground_llm`)."""
+        return self.study_dir() / "pretrain" / "qwen_grounded"
+
+    def base_path(self, seed: int) -> Path:
+        """The Qwen2.5-VL checkpoint a variant's SFT with ``seed`` starts from: the grounded model when
+        ``grounding_steps`` (the same for every seed, as the paper's pretrained Qwen2.5-VL), else the
+        semantic-pretrained ViT with an LLM initialised from ``seed``."""
+        return self.grounded_path() if self.grounding_steps else self.qwen_path(seed)
+
+    def sft_file(self) -> str:
+        """The spatial SFT's rows: ``train_sft.jsonl``, or with ``grounding_mix`` the mixed file."""
+        return "train_sft_grounded.jsonl" if self.grounding_mix else "train_sft.jsonl"
+
+    def grounding_config(self):
+        """The grounding stage as an SFT run: 2D only, from ``qwen_s<pretrain_seed>``, seeded with
+        ``pretrain_seed``, on ``grounding_train.jsonl``."""
+        from spatial_mllm.train.sft import SFTConfig
+
+        c = self.sft_config("2d_only", self.pretrain_seed).to_dict()
+        c.update(output_dir=str(self.study_dir() / "runs" / "grounding"), seed=self.pretrain_seed,
+                 model_name_or_path=str(self.qwen_path(self.pretrain_seed)), train_file="grounding_train.jsonl",
+                 max_steps=max(1, self.grounding_steps), learning_rate=self.grounding_lr,
+                 mm_projector_lr=self.grounding_lr, train_vision=self.grounding_train_vision,
+                 train_merger=self.grounding_train_merger,
+                 logging_steps=max(1, self.grounding_steps // 10))
+        return SFTConfig.from_dict(c, source="MiniStudyConfig.grounding_config")
+
     def run_name(self, variant: str, seed: int) -> str:
         return f"{variant}_s{seed}"
 
     def eval_name(self, variant: str, sampling: str, seed: int) -> str:
         return f"07_{variant}_{sampling}_s{seed}"
 
-    def frames_cache_path(self) -> Path:
-        return self.study_dir() / "frames_cache" / f"space_aware_{self.space_aware_source}_k{self.num_frames}.json"
+    def frames_cache_path(self, sampling: str = "space_aware") -> Path:
+        """Frame choice of a space-aware sampling: ``space_aware`` = ``space_aware_source``'s point maps,
+        ``space_aware_gt`` = ground-truth geometry."""
+        source = "ground_truth" if sampling == "space_aware_gt" else self.space_aware_source
+        return self.study_dir() / "frames_cache" / f"space_aware_{source}_k{self.num_frames}.json"
 
     def sft_config(self, variant: str, seed: int):
         from spatial_mllm.train.sft import SFTConfig
@@ -264,8 +343,8 @@ class MiniStudyConfig(StageConfig):
             "build_data_if_missing": False, "eval_limit": None, **self.sft_overrides,
             "output_dir": str(self.study_dir() / "runs" / self.run_name(variant, seed)), "seed": seed,
             "connector": connector, "num_frames": self.num_frames, "frames_cache": None,
-            "data_dir": str(self.data_dir()), "train_file": "train_sft.jsonl", "video_root": str(self.data_dir()),
-            "model_name_or_path": str(self.qwen_path(seed)), "vggt_name_or_path": self.vggt_path(kind),
+            "data_dir": str(self.data_dir()), "train_file": self.sft_file(), "video_root": str(self.data_dir()),
+            "model_name_or_path": str(self.base_path(seed)), "vggt_name_or_path": self.vggt_path(kind),
             "min_pixels": pixels, "max_pixels": pixels, "max_steps": self.max_steps,
             "global_batch_size": self.global_batch_size,
             "per_device_train_batch_size": self.per_device_train_batch_size,
@@ -279,7 +358,7 @@ class MiniStudyConfig(StageConfig):
             output_dir=str(self.out() / "eval" / self.eval_name(variant, sampling, seed)),
             source=str(self.data_dir() / "test_vsibench.jsonl"), video_root=str(self.data_dir()),
             prompt_style="sft", num_frames=self.num_frames,
-            frames_cache=str(self.frames_cache_path()) if sampling == "space_aware" else None,  # else uniform
+            frames_cache=str(self.frames_cache_path(sampling)) if sampling in SPACE_AWARE else None,  # else uniform
             batch_size=self.eval_batch_size, max_new_tokens=self.eval_max_new_tokens, seed=seed)
 
     def eval_rows(self) -> list[dict]:
@@ -291,7 +370,11 @@ class MiniStudyConfig(StageConfig):
 
     def arms(self) -> list[tuple[str, str]]:
         """(variant, sampling) pairs scored, in table order."""
-        return [(v, s) for v in self.variants for s in self.samplings]
+        return [(v, s) for v in self.variants for s in self.samplings
+                if s not in SPACE_AWARE or v in self.space_aware_variants]
+
+    def samplings_of(self, variant: str) -> list[str]:
+        return [s for v, s in self.arms() if v == variant]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,7 +393,69 @@ def build_study_data(cfg: MiniStudyConfig, progress: bool = False) -> Path:
     if not record.is_file():
         record.write_text(json.dumps(cfg.data_config().to_dict(), indent=1, sort_keys=True) + "\n")
     _same_params(record, cfg.data_config().to_dict(), "data", key=None)
+    if cfg.grounding_steps or cfg.grounding_mix:
+        build_grounding_data(cfg)
     return d
+
+
+def _grounding_settings(cfg: MiniStudyConfig) -> dict:
+    return {"num_frames": cfg.num_frames, "min_pixels": cfg.grounding_min_pixels,
+            "per_type": cfg.grounding_per_type, "seed": cfg.seed, "mix": cfg.grounding_mix,
+            "random_subsets": cfg.grounding_random_subsets}
+
+
+def build_grounding_data(cfg: MiniStudyConfig) -> Path:
+    """``data/grounding_train.jsonl``: the grounding questions (:mod:`spatial_mllm.data.grounding`) of the
+    train rooms, and with ``grounding_mix`` ``data/train_sft_grounded.jsonl`` = the spatial SFT rows + that
+    fraction of grounding rows (a seeded draw). Reused when made with the same settings, else an error."""
+    from spatial_mllm.data.formats import read_jsonl, write_jsonl
+    from spatial_mllm.data.grounding import write_grounding_file
+
+    d = cfg.data_dir()
+    record, path = d / "grounding.json", d / "grounding_train.jsonl"
+    settings = _grounding_settings(cfg)
+    if record.is_file():
+        _same_params(record, settings, "grounding", key=None)
+    if not path.is_file():
+        train = json.loads((d / "splits.json").read_text())["train"]
+        write_grounding_file(d, train, path, cfg.num_frames, cfg.seed, min_pixels=cfg.grounding_min_pixels,
+                             max_per_type=cfg.grounding_per_type, random_subsets=cfg.grounding_random_subsets)
+    if cfg.grounding_mix and not (d / cfg.sft_file()).is_file():
+        rows, extra = read_jsonl(d / "train_sft.jsonl"), read_jsonl(path)
+        pick = np.random.default_rng([cfg.seed, 7]).permutation(len(extra))[:round(cfg.grounding_mix * len(rows))]
+        write_jsonl(rows + [extra[i] for i in sorted(pick)], d / cfg.sft_file())
+    if not record.is_file():
+        record.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def ground_llm(cfg: MiniStudyConfig, log=print) -> Path:
+    """The grounding stage: the 2D model ``qwen_s<pretrain_seed>`` (semantic-pretrained ViT, fresh LLM)
+    fine-tuned on the grounding questions of the train rooms for ``grounding_steps`` steps (LLM and merger;
+    the ViT too with ``grounding_train_vision``), saved as a plain Qwen2.5-VL checkpoint
+    ``pretrain/qwen_grounded`` that every variant and seed starts its SFT from. Skipped when it exists with
+    the same settings (else an error naming the keys)."""
+    from spatial_mllm.train.pretrain import save_qwen_part
+    from spatial_mllm.train.sft import load_sft_checkpoint, train_sft
+
+    out = cfg.grounded_path()
+    sft = cfg.grounding_config()
+    params = {**sft.to_dict(), **{f"grounding_{k}": v for k, v in _grounding_settings(cfg).items()}}
+    if (out / "run.json").is_file():
+        _same_params(out / "run.json", params, "grounding")
+        return out
+    build_grounding_data(cfg)
+    log(f"grounding stage ({cfg.grounding_steps} steps) ...")
+    quiet = contextlib.redirect_stdout(io.StringIO()) if not cfg.progress else contextlib.nullcontext()
+    with quiet:
+        result = train_sft(sft)
+    model, processor = load_sft_checkpoint(result.output_dir, device="cpu")
+    save_qwen_part(model, out, processor.tokenizer)
+    (out / "run.json").write_text(json.dumps({"params": params, "train_loss": result.train_loss,
+                                              "train_s": result.runtime_s}, indent=1) + "\n")
+    if not cfg.keep_checkpoints:
+        shutil.rmtree(result.output_dir, ignore_errors=True)
+    return out
 
 
 def _same_params(path: Path, expected: dict, what: str, key: str | None = "params") -> None:
@@ -326,7 +471,7 @@ def _same_params(path: Path, expected: dict, what: str, key: str | None = "param
                          f"use another output_dir or delete {path.parent} to redo it")
 
 
-def _qwen_for_seed(src: Path, dst: Path, seed: int, text_overrides: dict) -> None:
+def _qwen_for_seed(src: Path, dst: Path, seed: int, text_overrides: dict, vision_overrides: dict) -> None:
     """Copy the semantic-pretrained checkpoint with the LLM (and lm_head) re-initialised from ``seed``."""
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
@@ -335,7 +480,7 @@ def _qwen_for_seed(src: Path, dst: Path, seed: int, text_overrides: dict) -> Non
     from spatial_mllm.train.pretrain import save_qwen_part
 
     tok = tiny_tokenizer()
-    fresh = tiny_model(tok, seed=seed, text_overrides=text_overrides)
+    fresh = tiny_model(tok, seed=seed, text_overrides=text_overrides, vision_overrides=vision_overrides)
     trained = Qwen2_5_VLForConditionalGeneration.from_pretrained(src, dtype=torch.float32)
     fresh.model.visual.load_state_dict(trained.model.visual.state_dict())
     save_qwen_part(fresh, dst, tok)
@@ -359,9 +504,12 @@ def pretrain_encoders(cfg: MiniStudyConfig, log=print) -> dict[str, Path]:
         log("pretraining the tiny ViT (semantics) ...")
         pretrain_vit(s, log=log if cfg.progress else None)
     _same_params(pre / "qwen" / "run.json", s.to_dict(), "semantic")
-    for seed in cfg.seeds:
-        if not (cfg.qwen_path(seed) / "config.json").is_file():
-            _qwen_for_seed(pre / "qwen", cfg.qwen_path(seed), seed, s.text_overrides)
+    for seed in [*cfg.seeds, *([cfg.pretrain_seed] if cfg.grounding_steps else [])]:
+        record = cfg.qwen_path(seed) / "semantic_params.json"  # the ViT it was copied from
+        if not (cfg.qwen_path(seed) / "config.json").is_file() or not record.is_file():
+            _qwen_for_seed(pre / "qwen", cfg.qwen_path(seed), seed, s.text_overrides, s.vision_overrides)
+            record.write_text(json.dumps(s.to_dict(), indent=1, sort_keys=True) + "\n")
+        _same_params(record, s.to_dict(), "semantic", key=None)
     return {"vggt": pre / "vggt", "vggt_random": pre / "vggt_random", "qwen": pre / "qwen"}
 
 
@@ -426,17 +574,18 @@ def _test_scene_dirs(cfg: MiniStudyConfig) -> dict[str, Path]:
     return {k: cfg.data_dir() / k for k in keys}
 
 
-def space_aware_cache(cfg: MiniStudyConfig) -> Path:
-    """``{"synthetic/<scene>": [frame indices]}`` of the test videos (reused when complete)."""
+def space_aware_cache(cfg: MiniStudyConfig, sampling: str = "space_aware") -> Path:
+    """``{"synthetic/<scene>": [frame indices]}`` of the test videos for ``sampling`` (``space_aware``:
+    ``space_aware_source``'s point maps; ``space_aware_gt``: rendered depth + cameras); reused when complete."""
     from spatial_mllm.experiments.ablations import _write_json, ground_truth_frames_cache
 
-    path = cfg.frames_cache_path()
+    path = cfg.frames_cache_path(sampling)
     dirs = _test_scene_dirs(cfg)
     old = json.loads(path.read_text()) if path.is_file() else {}
     todo = {k: d for k, d in dirs.items() if k not in old}
     if not todo:
         return path
-    if cfg.space_aware_source == "ground_truth":
+    if sampling == "space_aware_gt" or cfg.space_aware_source == "ground_truth":
         new = ground_truth_frames_cache(todo, cfg.num_frames, cfg.num_frames_rendered)
     else:
         from spatial_mllm.sampling.sampler import SpaceAwareSampler, SpaceAwareSamplerConfig
@@ -452,14 +601,15 @@ def space_aware_cache(cfg: MiniStudyConfig) -> Path:
 
 def sampling_coverage(cfg: MiniStudyConfig):
     """Ground-truth voxel coverage (fraction of the room's occupied voxels, rendered depth, official relative
-    voxel rule) of the uniform and the space-aware frames of each test video; one row per video."""
+    voxel rule) of the uniform and the space-aware frames (each space-aware sampling in ``cfg.samplings``)
+    of each test video; one row per video."""
     import pandas as pd
     import torch
 
     from spatial_mllm.data.video import uniform_frame_indices
     from spatial_mllm.sampling.coverage import points_from_depth, voxel_incidence
 
-    cache = json.loads(cfg.frames_cache_path().read_text())
+    caches = {s: json.loads(cfg.frames_cache_path(s).read_text()) for s in SPACE_AWARE if s in cfg.samplings}
     rows = []
     for key, d in _test_scene_dirs(cfg).items():
         with np.load(d / "frames.npz") as z:
@@ -467,7 +617,7 @@ def sampling_coverage(cfg: MiniStudyConfig):
         inc = voxel_incidence(points_from_depth(depth, K, E), None, valid=depth > 0)
         uni = uniform_frame_indices(len(depth), cfg.num_frames).tolist()
         rows.append({"video": key, "uniform": inc.coverage(uni) / inc.num_voxels,
-                     "space_aware": inc.coverage(cache[key]) / inc.num_voxels})
+                     **{s: inc.coverage(c[key]) / inc.num_voxels for s, c in caches.items()}})
     return pd.DataFrame(rows)
 
 
@@ -478,7 +628,7 @@ def sampling_coverage(cfg: MiniStudyConfig):
 
 def _scored(cfg: MiniStudyConfig, variant: str, seed: int) -> bool:
     return all((cfg.out() / "eval" / cfg.eval_name(variant, s, seed) / "scores.json").is_file()
-               for s in cfg.samplings)
+               for s in cfg.samplings_of(variant))
 
 
 def other_room_rows(rows: list[dict]) -> list[dict]:
@@ -519,11 +669,15 @@ def run_study(cfg: MiniStudyConfig, log=print) -> list[dict]:
     log(f"data ready ({time.perf_counter() - t0:.0f} s)")
     pretrain_encoders(cfg, log=log)
     log(f"encoders ready ({time.perf_counter() - t0:.0f} s)")
-    if "space_aware" in cfg.samplings:
-        space_aware_cache(cfg)
+    for sampling in SPACE_AWARE:
+        if sampling in cfg.samplings and cfg.space_aware_variants:
+            space_aware_cache(cfg, sampling)
     rows = cfg.eval_rows()
     _frequency_baseline(cfg, rows)
     statuses = []
+    if cfg.grounding_steps and not all(_scored(cfg, v, seed) for seed in cfg.seeds for v in cfg.variants):
+        ground_llm(cfg, log=log)
+        log(f"grounded LLM ready ({time.perf_counter() - t0:.0f} s)")
     for seed in cfg.seeds:
         for variant in cfg.variants:
             name = cfg.run_name(variant, seed)
@@ -536,14 +690,14 @@ def run_study(cfg: MiniStudyConfig, log=print) -> list[dict]:
                 result = train_sft(cfg.sft_config(variant, seed))
             model, processor = load_sft_checkpoint(result.output_dir, device="cpu")
             scores = {}
-            for sampling in cfg.samplings:
+            for sampling in cfg.samplings_of(variant):
                 with torch.no_grad():
                     scores[sampling] = evaluate_model_vsibench(
                         model, processor, cfg.eval_config(variant, sampling, seed),
                         rows=other_room_rows(rows) if sampling == "other_room" else rows, progress=cfg.progress)
             info = {"variant": variant, "seed": seed, "train_loss": result.train_loss,
                     "train_steps": result.global_step, "train_s": result.runtime_s}
-            for sampling in cfg.samplings:
+            for sampling in cfg.samplings_of(variant):
                 (cfg.out() / "eval" / cfg.eval_name(variant, sampling, seed) / "study.json").write_text(
                     json.dumps({**info, "sampling": sampling}, indent=1) + "\n")
             if not cfg.keep_checkpoints:
@@ -670,8 +824,11 @@ CLAIMS: dict[str, tuple[str, tuple[str, str], tuple[str, str]]] = {
                        "parameters (no control in the paper)", ("vggt_pretrained", "uniform"),
                        ("vggt_random", "uniform")),
     "space_aware_sampling": ("Space-aware frame sampling beats uniform sampling at the same frame budget "
-                             "(the paper's sampling ablation)", ("vggt_pretrained", "space_aware"),
-                             ("vggt_pretrained", "uniform")),
+                             "(the paper's sampling ablation; the sampler on the mini VGGT's point maps)",
+                             ("vggt_pretrained", "space_aware"), ("vggt_pretrained", "uniform")),
+    "space_aware_sampling_gt": ("Space-aware frame sampling beats uniform sampling when the sampler sees "
+                                "ground-truth geometry (the sampling idea apart from the weak encoder)",
+                                ("vggt_pretrained", "space_aware_gt"), ("vggt_pretrained", "uniform")),
 }
 
 
@@ -680,7 +837,32 @@ DIAGNOSTICS: dict[str, tuple[str, tuple[str, str], tuple[str, str]]] = {
     "reads_video": ("The trained model reads the video (its own room's frames vs. another room's: a precondition "
                     "for both claims)", ("vggt_pretrained", "uniform"), ("vggt_pretrained", "other_room")),
     "reads_video_2d": ("The 2D-only model reads the video", ("2d_only", "uniform"), ("2d_only", "other_room")),
+    "reads_video_random": ("The model with the random-init VGGT reads the video", ("vggt_random", "uniform"),
+                           ("vggt_random", "other_room")),
 }
+
+
+def counting_confusion(cfg: MiniStudyConfig, variant: str, sampling: str = "uniform"):
+    """Predicted vs true counts of the counting questions, summed over seeds: rows = true count, columns =
+    the predicted answer's number (``"other"`` when it has none), cells = questions. A model that reads its
+    video has answers that move with the true count; one that answers the prior has a single column."""
+    import pandas as pd
+
+    from spatial_mllm.eval.metrics import parse_number
+
+    pairs = []
+    for seed in cfg.seeds:
+        for p in _read_predictions(cfg.out() / "eval" / cfg.eval_name(variant, sampling, seed)):
+            if p["question_type"] == "object_counting":
+                n = parse_number(str(p["prediction"]))
+                pairs.append((int(float(p["ground_truth"])),
+                              "other" if n is None else (int(n) if float(n).is_integer() else n)))
+    if not pairs:
+        return pd.DataFrame()
+    df = pd.DataFrame(pairs, columns=["true", "predicted"])
+    table = pd.crosstab(df["true"], df["predicted"].astype(str))
+    cols = sorted(table.columns, key=lambda c: (c == "other", float(c) if c != "other" else 0.0))
+    return table[cols]
 
 
 def _verdict(lo: float, hi: float) -> str:
@@ -795,4 +977,34 @@ def write_study_tables(cfg: MiniStudyConfig):
             f"{cfg.bootstrap_samples} replicates].\n\n")
     (tables / "07_scores.md").write_text(head + markdown_table(_wide(table)))
     (tables / "07_claims.md").write_text(text + "\n")
+    (tables / "07_counting_confusion.md").write_text(counting_markdown(cfg))
     return enc, table, con, text
+
+
+def counting_markdown(cfg: MiniStudyConfig) -> str:
+    """:func:`counting_confusion` of every variant with its own room's and another room's frames, as
+    markdown, each with the correlation of predicted and true counts (answers without a number left out)."""
+    from spatial_mllm.eval.model_predict import markdown_table
+
+    parts = [f"Counting questions of the held-out rooms: true count (rows) vs predicted (columns), summed over "
+             f"{len(cfg.seeds)} seeds.\n"]
+    for variant, sampling in cfg.arms():
+        if sampling not in ("uniform", "other_room"):
+            continue
+        t = counting_confusion(cfg, variant, sampling)
+        if t.empty:
+            continue
+        num = [c for c in t.columns if c != "other"]
+        true = np.repeat(np.asarray(t.index, float)[:, None], len(num), 1)
+        pred = np.repeat(np.asarray(num, float)[None, :], len(t), 0)
+        w = t[num].to_numpy(float)
+        r = math.nan
+        if w.sum() > 1:
+            mt, mp = (w * true).sum() / w.sum(), (w * pred).sum() / w.sum()
+            cov = (w * (true - mt) * (pred - mp)).sum()
+            var = (w * (true - mt) ** 2).sum() * (w * (pred - mp) ** 2).sum()
+            r = cov / math.sqrt(var) if var > 0 else math.nan
+        parts.append(f"\n**{VARIANT_LABELS.get(variant, variant)} · {sampling}** — {len(num)} distinct predicted "
+                     f"counts, correlation with the truth r = {r:.2f}\n\n"
+                     + markdown_table(t.rename_axis("true \\ predicted")))
+    return "\n".join(parts) + "\n"

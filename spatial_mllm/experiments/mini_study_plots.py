@@ -16,10 +16,12 @@ from spatial_mllm.experiments.mini_study import CLAIMS, DIAGNOSTICS, VARIANT_LAB
 
 __all__ = ["ARM_COLORS", "plot_study_per_task", "plot_contrasts", "plot_geometry_examples"]
 
-#: (variant, sampling) → colour; space-aware is the darker shade of its variant's colour
+#: (variant, sampling) → colour; space-aware is a darker shade of its variant's colour (ground truth: darkest)
 ARM_COLORS = {
     ("2d_only", "uniform"): "#9ecae1", ("2d_only", "space_aware"): "#3182bd",
     ("vggt_pretrained", "uniform"): "#fdae6b", ("vggt_pretrained", "space_aware"): "#e6550d",
+    ("vggt_pretrained", "space_aware_gt"): "#a63603", ("2d_only", "space_aware_gt"): "#08519c",
+    ("vggt_random", "space_aware_gt"): "#54278f",
     ("vggt_random", "uniform"): "#bcbddc", ("vggt_random", "space_aware"): "#756bb1",
     ("2d_only", "other_room"): "#deebf7", ("vggt_pretrained", "other_room"): "#fee6ce",
     ("vggt_random", "other_room"): "#efedf5",

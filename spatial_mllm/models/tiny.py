@@ -87,9 +87,11 @@ def _token_ids(tokenizer) -> dict[str, int]:
 
 
 def tiny_config(tokenizer=None, connector: str = "mlp_add", *, text_overrides: dict[str, Any] | None = None,
-                **overrides: Any):
+                vision_overrides: dict[str, Any] | None = None, **overrides: Any):
     """Config of a tiny Spatial-MLLM (CPU tests/presets); ``overrides`` go to ``SpatialMLLMConfig``,
-    ``text_overrides`` are merged into the tiny LLM's ``text_config`` (e.g. ``hidden_size``)."""
+    ``text_overrides`` are merged into the tiny LLM's ``text_config`` (e.g. ``hidden_size``) and
+    ``vision_overrides`` into the ViT's ``vision_config`` (e.g. ``hidden_size``, ``depth``, ``num_heads``;
+    its ``out_hidden_size`` always follows the LLM)."""
     from spatial_mllm.models.configuration import SpatialMLLMConfig
     from spatial_mllm.models.vggt import VGGTConfig
 
@@ -125,6 +127,11 @@ def tiny_config(tokenizer=None, connector: str = "mlp_add", *, text_overrides: d
                                                                                    half - t - (half - t) // 2]}
         kw["text_config"] = text
         kw["vision_config"] = {**kw["vision_config"], "out_hidden_size": text["hidden_size"]}
+    if vision_overrides:
+        bad = set(vision_overrides) & {"out_hidden_size", "patch_size", "spatial_merge_size", "temporal_patch_size"}
+        if bad:
+            raise ValueError(f"vision_overrides must not set {sorted(bad)}: they fix the token layout / LLM width")
+        kw["vision_config"] = {**kw["vision_config"], **vision_overrides}
     kw.update(overrides)
     return SpatialMLLMConfig(**kw)
 

@@ -169,6 +169,13 @@ class SemanticPretrainConfig(StageConfig):
     text_overrides: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "merged into the tiny LLM's text_config (e.g. hidden_size, num_hidden_layers); the LLM is "
                 "saved untrained, for SFT to train"})
+    video_pairs: int = field(default=0, metadata={
+        "help": "0: train on still frames (Qwen's image path: the frame fills both halves of a temporal patch); "
+                "k > 0: on video patches of frames i and i + k of a scan (as video tokens are made: two "
+                "different frames per temporal patch), the target the mean of both frames' patch labels"})
+    vision_overrides: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "merged into the tiny ViT's vision_config (e.g. hidden_size, depth, num_heads, "
+                "intermediate_size, fullatt_block_indexes); default: 2 blocks of width 32"})
 
     def __post_init__(self):
         if self.width % 28 or self.height % 28:
@@ -176,6 +183,9 @@ class SemanticPretrainConfig(StageConfig):
                              f"got {self.width}x{self.height}")
         if self.num_train_scenes < 1 or self.num_eval_scenes < 0 or self.steps < 0 or self.batch_size < 1:
             raise ValueError("need num_train_scenes >= 1, num_eval_scenes >= 0, steps >= 0, batch_size >= 1")
+        if not 0 <= self.video_pairs < self.frames_per_scene:
+            raise ValueError(f"video_pairs must be in [0, frames_per_scene={self.frames_per_scene}), "
+                             f"got {self.video_pairs}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -475,6 +485,14 @@ def _qwen_pixels(images: torch.Tensor):
     return out["pixel_values"], out["image_grid_thw"]
 
 
+def _video_pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Two still frames' Qwen patches ``[h·w, C·2·p·p]`` (each frame in both temporal slots) → the patches of
+    the 2-frame video (a, b): temporal slot 0 from ``a``, slot 1 from ``b`` (Qwen's (C, T, p, p) layout)."""
+    n, d = a.shape
+    a4, b4 = a.view(n, 3, 2, d // 6), b.view(n, 3, 2, d // 6)
+    return torch.cat([a4[:, :, :1], b4[:, :, 1:]], dim=2).reshape(n, d)
+
+
 class SemanticProbe(torch.nn.Module):
     """Qwen2.5-VL vision tower + linear head on its merged tokens (``pooler_output``)."""
 
@@ -554,7 +572,7 @@ def pretrain_vit(cfg: SemanticPretrainConfig, log=print) -> Path:
 
     out = resolve_path(cfg.out_dir)
     tok = tiny_tokenizer()
-    model = tiny_model(tok, seed=cfg.seed, text_overrides=cfg.text_overrides)
+    model = tiny_model(tok, seed=cfg.seed, text_overrides=cfg.text_overrides, vision_overrides=cfg.vision_overrides)
     torch.manual_seed(cfg.seed)
     probe = SemanticProbe(model.model.visual)
     train = render_scans(cfg.num_train_scenes, 0, cfg.seed, cfg.width, cfg.height, cfg.frames_per_scene)
@@ -567,11 +585,22 @@ def pretrain_vit(cfg: SemanticPretrainConfig, log=print) -> Path:
     history = []
     probe.train()
     t0 = time.time()
+    F_ = cfg.frames_per_scene
+    starts = torch.tensor([i for i in range(len(images)) if i % F_ + cfg.video_pairs < F_])  # pair starts
     for step in range(cfg.steps):
-        ix = torch.randint(len(images), (cfg.batch_size,), generator=gen).tolist()
-        pv = torch.cat([pixels[i][0] for i in ix])
-        g = torch.cat([pixels[i][1] for i in ix])
-        loss = F.cross_entropy(probe(pv, g), labels[ix].reshape(-1))
+        if cfg.video_pairs:
+            ix = starts[torch.randint(len(starts), (cfg.batch_size,), generator=gen)].tolist()
+            pv = torch.cat([_video_pair(pixels[i][0], pixels[i + cfg.video_pairs][0]) for i in ix])
+            g = torch.cat([pixels[i][1] for i in ix])
+            k = len(SEMANTIC_CLASSES)
+            target = 0.5 * (F.one_hot(labels[ix].reshape(-1), k) +
+                            F.one_hot(labels[[i + cfg.video_pairs for i in ix]].reshape(-1), k)).float()
+            loss = F.cross_entropy(probe(pv, g), target)
+        else:
+            ix = torch.randint(len(images), (cfg.batch_size,), generator=gen).tolist()
+            pv = torch.cat([pixels[i][0] for i in ix])
+            g = torch.cat([pixels[i][1] for i in ix])
+            loss = F.cross_entropy(probe(pv, g), labels[ix].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

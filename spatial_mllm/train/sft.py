@@ -168,6 +168,10 @@ class SFTConfig(StageConfig):
         "help": "longest sample in tokens; longer ones are cut on the right and counted (paper: 8192)"})
     video_cache_size: int = field(default=32, metadata={
         "help": "decoded videos kept in memory by the collator (0 = off; the paper preset's frames are large)"})
+    encoder_cache: bool = field(default=False, metadata={
+        "help": "run the FROZEN ViT blocks and VGGT once per video and frame choice and reuse their outputs in "
+                "later steps (exact: the merger, connector and LLM see the same features); needs train_vision "
+                "and train_spatial off; memory grows with the distinct videos (small models / few videos)"})
     # ---- model --------------------------------------------------------------------------------------
     model_name_or_path: str = field(default="tiny", metadata={
         "help": "'tiny' (random-init CPU model), a Qwen2.5-VL id/path when vggt_name_or_path is set (paper: "
@@ -259,6 +263,9 @@ class SFTConfig(StageConfig):
         if self.lora_r > 0 and (self.train_vision or self.train_spatial):
             raise ValueError("LoRA runs train the LLM adapters, connector and merger only; set train_vision and "
                              "train_spatial to false (or lora_r: 0 for full fine-tuning)")
+        if self.encoder_cache and (self.train_vision or self.train_spatial):
+            raise ValueError("encoder_cache reuses the frozen encoders' outputs: set train_vision and train_spatial "
+                             "to false, or encoder_cache to false")
         if self.connector == "none" and (self.vggt_name_or_path is not None or self.train_spatial):
             raise ValueError("connector 'none' is the 2D-only ablation: no VGGT to load or train")
         if self.model_name_or_path == "tiny" and self.vggt_name_or_path is not None:
@@ -502,8 +509,49 @@ def build_dataset_and_collator(cfg: SFTConfig, processor):
         dataset.skipped.update({f"unsupported_{k}": v for k, v in unsupported.items()})
         dataset.skipped_rows.extend(where)
     collator = SFTCollator(processor, num_frames=cfg.num_frames, max_length=cfg.max_length,
-                           on_bad_video=cfg.on_bad_video, video_cache_size=cfg.video_cache_size)
+                           on_bad_video=cfg.on_bad_video, video_cache_size=cfg.video_cache_size,
+                           video_keys=cfg.encoder_cache)
     return dataset, collator
+
+
+class EncoderTrunkMemo:
+    """The frozen encoders' outputs (:class:`~spatial_mllm.models.modeling.VisualTrunk`) of each video seen in
+    one training run, keyed by the collator's ``video_keys`` (video path, frame choice, frame count: what
+    decides the pixels within a run). :meth:`replace_pixels` turns a batch's raw pixels into ``video_trunks``,
+    encoding only the videos not seen before; the model then applies the trainable merger and connector
+    (:meth:`~spatial_mllm.models.modeling.SpatialMLLMForConditionalGeneration.fuse_visual_trunks`), which
+    gives the same features as the raw pixels, bit for bit. The model's frozen parts must not change during
+    the run (the forward refuses trunks while the ViT or VGGT is trainable)."""
+
+    def __init__(self):
+        self._trunks: dict[str, Any] = {}
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._trunks)
+
+    def replace_pixels(self, model, inputs: dict, keys: list[str] | None) -> dict:
+        if keys is None:
+            raise ValueError("encoder_cache needs the collator's video_keys (SFTCollator(video_keys=True))")
+        grid = inputs["video_grid_thw"]  # [B, 3]
+        if len(keys) != len(grid):
+            raise ValueError(f"{len(keys)} video_keys for {len(grid)} videos")
+        if any(hasattr(p, "ds_id") for p in model.parameters()):
+            raise ValueError("encoder_cache is not supported with DeepSpeed ZeRO-3 (partitioned encoder "
+                             "parameters); set encoder_cache: false")
+        pixels = inputs.pop("pixel_values_videos")  # [ΣN, D]
+        spatial = inputs.pop("spatial_pixel_values_videos", None)  # [[S, 3, H, W]] per video
+        chunks = torch.split(pixels, grid.prod(-1).tolist())
+        todo = list({k: i for i, k in reversed(list(enumerate(keys))) if k not in self._trunks}.values())
+        self.misses += len(todo)
+        self.hits += len(keys) - len(todo)
+        if todo:
+            new = model.encode_visual_trunks(
+                torch.cat([chunks[i] for i in todo]), grid[todo],
+                None if spatial is None or model.connector is None else [spatial[i] for i in todo])
+            self._trunks.update({keys[i]: t for i, t in zip(todo, new)})
+        inputs["video_trunks"] = [self._trunks[k] for k in keys]
+        return inputs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -522,6 +570,13 @@ def _trainer_class():
             super().__init__(*args, **kwargs)
             self.sft_config = sft_config
             self._last_log = (time.perf_counter(), 0)
+            self.trunk_memo = EncoderTrunkMemo() if sft_config.encoder_cache else None
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            keys = inputs.pop("video_keys", None)
+            if self.trunk_memo is not None:
+                inputs = self.trunk_memo.replace_pixels(self.accelerator.unwrap_model(model), inputs, keys)
+            return super().compute_loss(model, inputs, *args, **kwargs)
 
         def create_optimizer(self, model=None):
             """AdamW over parameter groups: (llm | projector = connector + merger | encoders) × (decay |
@@ -661,6 +716,8 @@ def train_sft(cfg: SFTConfig, *, callbacks: list | None = None, model=None, proc
 
     stats = {"rows": len(dataset), **{f"skipped_{k}": v for k, v in dataset.skipped.items()},
              **_gather_counts(collator.stats), "resumed_from": Path(last).name if last else None}
+    if trainer.trunk_memo is not None:
+        stats.update(encoder_cache_hits=trainer.trunk_memo.hits, encoder_cache_misses=trainer.trunk_memo.misses)
     if cfg.lora_r > 0:
         merged = trainer.model.merge_and_unload()  # a plain Spatial-MLLM folder, loadable without peft
         if trainer.is_world_process_zero():

@@ -1,0 +1,171 @@
+"""Grounding questions: what only the frames answer, from a synthetic room's exact per-pixel labels.
+
+A small LLM trained from scratch on VSI-Bench-style questions learns the answer prior first (the most
+frequent count, the mean room size) and can stay there: the mini study's blind control showed models that
+score the same with another room's frames. These questions have no prior to fall back on — their answer is
+decided by which objects are *visible in the frames the model is shown*, read from the renderer's
+per-pixel instance ids (``frames.npz``), so a model only lowers its loss on them by reading its visual tokens.
+They are the miniature of what a pretrained Qwen2.5-VL already knows (naming and counting what it sees)
+before Spatial-MLLM's spatial SFT; :mod:`spatial_mllm.experiments.mini_study` trains on them first.
+
+Question types (answers as in VSI-Bench: a number, a word, or an option letter):
+
+* ``visible_counting`` — "How many {category}(s) can be seen in this video?": distinct instances of the
+  category covering at least ``min_pixels`` pixels in at least one shown frame (1 … the room's count).
+* ``visible_presence`` — "Is there a {category} in this video? Answer yes or no.": yes for a visible
+  category, no for a catalog category not visible in the shown frames (present in the room but never in
+  view counts as no: the frames decide); as many no as yes per video.
+* ``first_visible`` — "Which of these objects is seen first in this video?" with 4 visible categories
+  whose first shown frame differs; the answer is the option letter.
+* ``visible_objects`` — "Which objects can be seen in this video, and how many of each?": every visible
+  category with its count, by name ("bed 1, chair 2, lamp 1"); one per video. A dense target: each of its
+  tokens is a decision only the frames settle.
+
+Frames: the ``num_frames`` uniformly spaced frames (Qwen's ``linspace(...).round()``,
+:func:`spatial_mllm.data.video.uniform_frame_indices`) that SFT and evaluation show with uniform sampling,
+and optionally ``random_subsets`` more draws of ``num_frames`` random frames per room (the records then
+carry their ``frame_indices``, which :class:`spatial_mllm.data.collate.SFTDataset` honours): the labels are
+those of exactly the pixels the model sees (rendered frames = decoded frames up to the H.264 coding), and
+the random draws keep a small model from memorising one answer per room instead of reading the frames.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from spatial_mllm.data.formats import SFT_MCA_POST, SFT_NA_POST, write_jsonl
+from spatial_mllm.data.synthetic import CATALOG
+from spatial_mllm.data.video import uniform_frame_indices
+
+__all__ = ["GROUNDING_TYPES", "visible_instances", "grounding_records", "write_grounding_file"]
+
+GROUNDING_TYPES = ("visible_counting", "visible_presence", "first_visible", "visible_objects")
+_LETTERS = "ABCD"
+
+
+def visible_instances(instance_ids: np.ndarray, frames: np.ndarray, min_pixels: int) -> dict[int, int]:
+    """``{instance id: position of the first shown frame where it covers >= min_pixels}``.
+
+    Args:
+        instance_ids: ``[T, H, W]`` int, the renderer's per-pixel instance id (<= 0: room / nothing).
+        frames: indices of the shown frames into ``T``, in display order.
+        min_pixels: pixels an instance must cover in one frame to count as seen.
+    """
+    first: dict[int, int] = {}
+    for pos, f in enumerate(frames):
+        ids, counts = np.unique(instance_ids[int(f)], return_counts=True)
+        for iid in ids[(counts >= min_pixels) & (ids > 0)]:
+            first.setdefault(int(iid), pos)
+    return first
+
+
+def _make_record(video: str, question: str, answer: str, qtype: str, options: list[str] | None) -> dict:
+    post = SFT_MCA_POST if options else SFT_NA_POST
+    text = question + ("\nOptions:\n" + "\n".join(options) if options else "")
+    return {"video": video, "conversations": [{"from": "human", "value": f"<video>\n{text}\n{post}"},
+                                              {"from": "gpt", "value": answer}],
+            "question_type": qtype, "ground_truth": answer, "options": options}
+
+
+def grounding_records(scene_dir: str | os.PathLike, video: str, num_frames: int, rng: np.random.Generator, *,
+                      min_pixels: int = 30, max_per_type: int = 6, random_subsets: int = 0) -> list[dict]:
+    """The grounding questions of one rendered room (SFT records, ``train_sft.jsonl``'s format).
+
+    Args:
+        scene_dir: folder with ``frames.npz`` (``instance_ids [T,H,W]``) and ``scene.json`` (objects with
+            ``instance_id`` and ``category``).
+        video: the records' ``video`` path (relative to the video root).
+        num_frames: frames the model is shown (uniform sampling of the ``T`` rendered frames).
+        rng: draws which categories are asked and the option order.
+        min_pixels: pixels an instance must cover in one shown frame to count as seen.
+        max_per_type: cap per type (presence: this many yes and as many no).
+        random_subsets: also this many draws of ``num_frames`` random frames (sorted), each with its own
+            questions; their records carry ``frame_indices``.
+    """
+    scene_dir = Path(scene_dir)
+    try:
+        with np.load(scene_dir / "frames.npz") as z:
+            ids = z["instance_ids"]  # [T, H, W]
+        objects = json.loads((scene_dir / "scene.json").read_text())["objects"]
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"{scene_dir}: cannot read frames.npz instance_ids / scene.json objects ({e})") from e
+    category = {int(o["instance_id"]): o["category"] for o in objects}
+    out = _questions(ids, category, uniform_frame_indices(len(ids), num_frames), None, video, rng, min_pixels,
+                     max_per_type)
+    for _ in range(random_subsets):
+        frames = np.sort(rng.choice(len(ids), size=min(num_frames, len(ids)), replace=False))
+        out += _questions(ids, category, frames, [int(f) for f in frames], video, rng, min_pixels, max_per_type)
+    return out
+
+
+def _questions(ids, category, frames, frame_indices, video, rng, min_pixels, max_per_type) -> list[dict]:
+    seen = {i: pos for i, pos in visible_instances(ids, frames, min_pixels).items() if i in category}
+    per_cat: dict[str, list[int]] = {}
+    for iid, pos in seen.items():
+        per_cat.setdefault(category[iid], []).append(pos)
+    cats = sorted(per_cat)
+    out = []
+
+    def _record(video, question, answer, qtype, options):
+        rec = _make_record(video, question, answer, qtype, options)
+        return rec if frame_indices is None else {**rec, "frame_indices": frame_indices}
+
+    # counting what is seen
+    for c in rng.permutation(cats)[:max_per_type]:
+        out.append(_record(video, f"How many {c}(s) can be seen in this video?", str(len(per_cat[c])),
+                           "visible_counting", None))
+    # everything seen, with counts
+    if cats:
+        out.append(_record(video, "Which objects can be seen in this video, and how many of each?",
+                           ", ".join(f"{c} {len(per_cat[c])}" for c in cats), "visible_objects", None))
+    # presence, balanced
+    absent = sorted(set(CATALOG) - set(cats))
+    k = min(max_per_type, len(cats), len(absent))
+    for c, a in zip(rng.permutation(cats)[:k], rng.permutation(absent)[:k]):
+        for name, ans in ((c, "yes"), (a, "no")):
+            out.append(_record(video, f"Is there a {name} in this video? Answer yes or no.", ans,
+                               "visible_presence", None))
+    # which is seen first (4 categories with distinct first frames)
+    first = {c: min(p) for c, p in per_cat.items()}
+    asked: set[frozenset] = set()
+    for _ in range(3 * max_per_type):  # distinct sets of 4 categories, up to max_per_type of them
+        if len(asked) == max_per_type:
+            break
+        pick, used = [], set()
+        for c in rng.permutation(cats):
+            if first[c] not in used:
+                pick.append(str(c))
+                used.add(first[c])
+            if len(pick) == 4:
+                break
+        if len(pick) < 4:
+            break
+        if frozenset(pick) in asked:
+            continue
+        asked.add(frozenset(pick))
+        answer = min(pick, key=lambda c: first[c])
+        options = [f"{_LETTERS[j]}. {c}" for j, c in enumerate(pick)]
+        out.append(_record(video, "Which of these objects is seen first in this video?",
+                           _LETTERS[pick.index(answer)], "first_visible", options))
+    return out
+
+
+def write_grounding_file(data_dir: str | os.PathLike, scene_names: list[str], path: str | os.PathLike,
+                         num_frames: int, seed: int, *, min_pixels: int = 30, max_per_type: int = 6,
+                         random_subsets: int = 0) -> Path:
+    """Grounding records of ``scene_names`` (``<data_dir>/synthetic/<scene>``) to ``path`` (JSONL), in
+    scene order; deterministic in ``seed`` (each room draws from ``(seed, its position)``)."""
+    data_dir = Path(data_dir)
+    records = []
+    for i, name in enumerate(sorted(scene_names)):
+        rng = np.random.default_rng([seed, i])
+        records += grounding_records(data_dir / "synthetic" / name, f"synthetic/{name}/video.mp4", num_frames,
+                                     rng, min_pixels=min_pixels, max_per_type=max_per_type,
+                                     random_subsets=random_subsets)
+    if not records:
+        raise ValueError(f"no grounding questions from {len(scene_names)} rooms under {data_dir}")
+    return write_jsonl(records, path)

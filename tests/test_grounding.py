@@ -1,0 +1,107 @@
+"""Grounding questions (spatial_mllm/data/grounding.py): answers follow exactly the pixels of the shown frames."""
+
+import json
+
+import numpy as np
+import pytest
+
+from spatial_mllm.data.grounding import grounding_records, visible_instances, write_grounding_file
+from spatial_mllm.data.synthetic import CATALOG
+
+CATS = {1: "chair", 2: "chair", 3: "lamp", 4: "table", 5: "bed", 6: "sofa", 7: "chair"}
+
+
+def _scene(tmp_path, name="room"):
+    """8 rendered frames of 10×10 px; shown frames (4 of 8, uniform round) are 0, 2, 5, 7.
+    chair 1: frame 0 (40 px); chair 2: frame 5 (30 px); chair 7: only unshown frame 1 (100 px) and 29 px in frame 7;
+    lamp 3: frame 2; table 4: frame 7; bed 5: frame 0 (12 px) and frame 5; sofa 6: never visible."""
+    ids = np.zeros((8, 10, 10), np.int32)
+    ids[0].flat[:40] = 1
+    ids[0].flat[40:52] = 5
+    ids[1].flat[:] = 7
+    ids[2].flat[:50] = 3
+    ids[5].flat[:30] = 2
+    ids[5].flat[30:80] = 5
+    ids[7].flat[:29] = 7
+    ids[7].flat[29:90] = 4
+    d = tmp_path / "synthetic" / name
+    d.mkdir(parents=True)
+    np.savez(d / "frames.npz", instance_ids=ids)
+    objects = [{"instance_id": i, "category": c} for i, c in CATS.items()]
+    (d / "scene.json").write_text(json.dumps({"objects": objects}))
+    return d
+
+
+def test_visible_instances_first_shown_frame_and_threshold():
+    ids = np.zeros((3, 4, 4), np.int32)
+    ids[0].flat[:5] = 1
+    ids[1].flat[:3] = 1  # below the threshold in frame 1 does not matter: already seen
+    ids[1].flat[3:9] = 2
+    ids[2].flat[:2] = 3  # too small
+    assert visible_instances(ids, np.array([0, 1, 2]), 4) == {1: 0, 2: 1}
+    assert visible_instances(ids, np.array([2, 1]), 4) == {2: 1}  # positions follow the shown order
+
+
+def test_records_follow_the_shown_pixels(tmp_path):
+    d = _scene(tmp_path)
+    recs = grounding_records(d, "synthetic/room/video.mp4", 4, np.random.default_rng(0), min_pixels=30,
+                             max_per_type=6)
+    by = {}
+    for r in recs:
+        q = r["conversations"][0]["value"]
+        assert q.startswith("<video>\n") and r["conversations"][1]["value"] == r["ground_truth"]
+        by.setdefault(r["question_type"], []).append((q, r["ground_truth"], r["options"]))
+    counts = {q.split("How many ")[1].split("(s)")[0]: a for q, a, _ in by["visible_counting"]}
+    # chairs 1 and 2 seen; chair 7 only in an unshown frame / below 30 px; bed 12 px in frame 0 but 50 in frame 5
+    assert counts == {"chair": "2", "lamp": "1", "table": "1", "bed": "1"}
+    (objects,) = by["visible_objects"]
+    assert objects[1] == "bed 1, chair 2, lamp 1, table 1"
+    pres = {q.split("Is there a ")[1].split(" in")[0]: a for q, a, _ in by["visible_presence"]}
+    assert sum(a == "yes" for a in pres.values()) == sum(a == "no" for a in pres.values()) == 4
+    assert {c for c, a in pres.items() if a == "yes"} == {"chair", "lamp", "table", "bed"}
+    assert all(c in CATALOG and c not in {"chair", "lamp", "table", "bed"} for c, a in pres.items() if a == "no")
+    # first seen: chair (shown position 0) < lamp (1) < bed (2: its frame-0 pixels are below 30) < table (3)
+    (q, a, opts), = set((q, a, tuple(o)) for q, a, o in by["first_visible"])
+    assert dict(o.split(". ") for o in opts)[a] == "chair" and len(opts) == 4
+    assert "Options:\nA. " in q
+
+
+def test_file_is_deterministic_and_errors_name_the_room(tmp_path):
+    _scene(tmp_path, "a")
+    _scene(tmp_path, "b")
+    p1 = write_grounding_file(tmp_path, ["b", "a"], tmp_path / "g1.jsonl", 4, seed=3)
+    p2 = write_grounding_file(tmp_path, ["a", "b"], tmp_path / "g2.jsonl", 4, seed=3)
+    assert p1.read_bytes() == p2.read_bytes()
+    p3 = write_grounding_file(tmp_path, ["a", "b"], tmp_path / "g3.jsonl", 4, seed=4)
+    assert p3.read_bytes() != p1.read_bytes()  # the seed draws the questions and option order
+    assert '"video": "synthetic/a/video.mp4"' in p1.read_text().splitlines()[0]
+    (tmp_path / "synthetic" / "c").mkdir()
+    with pytest.raises(ValueError, match="synthetic/c"):
+        write_grounding_file(tmp_path, ["c"], tmp_path / "g4.jsonl", 4, seed=0)
+
+
+def test_random_subsets_carry_their_frames_and_sft_reads_them(tmp_path):
+    from spatial_mllm.data.collate import BadRowError, SFTDataset
+    from spatial_mllm.data.formats import write_jsonl
+
+    d = _scene(tmp_path)
+    recs = grounding_records(d, "synthetic/room/video.mp4", 4, np.random.default_rng(1), min_pixels=30,
+                             random_subsets=3)
+    own = [r for r in recs if "frame_indices" in r]
+    assert {r.get("frame_indices") is None for r in recs} == {True, False}
+    subsets = {tuple(r["frame_indices"]) for r in own}
+    assert 1 <= len(subsets) <= 3 and all(len(s) == 4 and list(s) == sorted(set(s)) for s in subsets)
+    ids = np.load(d / "frames.npz")["instance_ids"]
+    for r in own:  # each subset's counts follow its own frames
+        if r["question_type"] == "visible_counting" and "chair" in r["conversations"][0]["value"]:
+            seen = visible_instances(ids, np.array(r["frame_indices"]), 30)
+            assert r["ground_truth"] == str(sum(CATS[i] == "chair" for i in seen))
+    # SFTDataset uses a row's own frames (before a frames cache) and names a bad list
+    (tmp_path / "synthetic" / "room" / "video.mp4").write_bytes(b"")
+    write_jsonl(own[:2], tmp_path / "rows.jsonl")
+    ds = SFTDataset(tmp_path / "rows.jsonl", tmp_path, num_frames=4, check_videos=False,
+                    frames_cache={"synthetic/room/video.mp4": [0, 1, 2, 3]})
+    assert ds[0]["frame_indices"] == own[0]["frame_indices"]
+    write_jsonl([{**own[0], "frame_indices": [1, -2]}], tmp_path / "bad.jsonl")
+    with pytest.raises(BadRowError, match="bad.jsonl:1: frame_indices"):
+        SFTDataset(tmp_path / "bad.jsonl", tmp_path, num_frames=4, check_videos=False)
