@@ -184,7 +184,7 @@ class MiniStudyConfig(StageConfig):
     grounding_min_pixels: int = field(default=30, metadata={
         "help": "pixels an instance must cover in a shown frame to count as seen (grounding answers)"})
     grounding_per_type: int = field(default=6, metadata={"help": "grounding questions per room and type"})
-    grounding_random_subsets: int = field(default=3, metadata={
+    grounding_random_subsets: int = field(default=0, metadata={
         "help": "per train room, this many draws of num_frames random frames with their own grounding questions "
                 "(besides the uniform frames): answers then change with the frames, not with the room"})
     grounding_mix: float = field(default=0.0, metadata={
