@@ -272,9 +272,14 @@ class SFTCollator:
         self.video_keys = video_keys
         self._videos: OrderedDict = OrderedDict()  # (path, indices, num_frames) → VideoInput, LRU order
 
+    def _video_key(self, item: dict) -> tuple:
+        """What decides a row's frames within a run: video path, frame choice, frame count."""
+        idx = item.get("frame_indices")
+        return str(item["video"]), tuple(idx) if idx is not None else None, self.num_frames
+
     def _load_video(self, item: dict):
         idx = item.get("frame_indices")
-        key = (item["video"], tuple(idx) if idx is not None else None, self.num_frames)
+        key = self._video_key(item)
         if key in self._videos:
             self._videos.move_to_end(key)
             return self._videos[key]
@@ -310,9 +315,7 @@ class SFTCollator:
             self.stats["truncated"] += 1
             if not (labels != IGNORE_INDEX).any():
                 self.stats["truncated_no_labels"] += 1
-        idx = item.get("frame_indices")
         return {
-            "video_key": json.dumps([str(item["video"]), list(idx) if idx is not None else None, self.num_frames]),
             "input_ids": input_ids,
             "labels": labels,
             "pixel_values_videos": feats["pixel_values_videos"],  # [t·h·w patches, C·tp·p·p]
@@ -325,7 +328,7 @@ class SFTCollator:
         encoded = []
         for it in items:
             try:
-                encoded.append(self.encode(it))
+                encoded.append({**self.encode(it), "video_key": json.dumps(self._video_key(it))})
             except BadVideoError:
                 if self.on_bad_video == "raise":
                     raise

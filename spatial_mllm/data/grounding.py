@@ -63,12 +63,14 @@ def visible_instances(instance_ids: np.ndarray, frames: np.ndarray, min_pixels: 
     return first
 
 
-def _make_record(video: str, question: str, answer: str, qtype: str, options: list[str] | None) -> dict:
+def _record(video: str, frame_indices: list[int] | None, question: str, answer: str, qtype: str,
+            options: list[str] | None = None) -> dict:
     post = SFT_MCA_POST if options else SFT_NA_POST
     text = question + ("\nOptions:\n" + "\n".join(options) if options else "")
-    return {"video": video, "conversations": [{"from": "human", "value": f"<video>\n{text}\n{post}"},
-                                              {"from": "gpt", "value": answer}],
-            "question_type": qtype, "ground_truth": answer, "options": options}
+    rec = {"video": video, "conversations": [{"from": "human", "value": f"<video>\n{text}\n{post}"},
+                                             {"from": "gpt", "value": answer}],
+           "question_type": qtype, "ground_truth": answer, "options": options}
+    return rec if frame_indices is None else {**rec, "frame_indices": frame_indices}
 
 
 def grounding_records(scene_dir: str | os.PathLike, video: str, num_frames: int, rng: np.random.Generator, *,
@@ -109,26 +111,21 @@ def _questions(ids, category, frames, frame_indices, video, rng, min_pixels, max
         per_cat.setdefault(category[iid], []).append(pos)
     cats = sorted(per_cat)
     out = []
-
-    def _record(video, question, answer, qtype, options):
-        rec = _make_record(video, question, answer, qtype, options)
-        return rec if frame_indices is None else {**rec, "frame_indices": frame_indices}
-
     # counting what is seen
     for c in rng.permutation(cats)[:max_per_type]:
-        out.append(_record(video, f"How many {c}(s) can be seen in this video?", str(len(per_cat[c])),
-                           "visible_counting", None))
+        out.append(_record(video, frame_indices, f"How many {c}(s) can be seen in this video?", str(len(per_cat[c])),
+                           "visible_counting"))
     # everything seen, with counts
     if cats:
-        out.append(_record(video, "Which objects can be seen in this video, and how many of each?",
-                           ", ".join(f"{c} {len(per_cat[c])}" for c in cats), "visible_objects", None))
+        out.append(_record(video, frame_indices, "Which objects can be seen in this video, and how many of each?",
+                           ", ".join(f"{c} {len(per_cat[c])}" for c in cats), "visible_objects"))
     # presence, balanced
     absent = sorted(set(CATALOG) - set(cats))
     k = min(max_per_type, len(cats), len(absent))
     for c, a in zip(rng.permutation(cats)[:k], rng.permutation(absent)[:k]):
         for name, ans in ((c, "yes"), (a, "no")):
-            out.append(_record(video, f"Is there a {name} in this video? Answer yes or no.", ans,
-                               "visible_presence", None))
+            out.append(_record(video, frame_indices, f"Is there a {name} in this video? Answer yes or no.", ans,
+                               "visible_presence"))
     # which is seen first (4 categories with distinct first frames)
     first = {c: min(p) for c, p in per_cat.items()}
     asked: set[frozenset] = set()
@@ -149,7 +146,7 @@ def _questions(ids, category, frames, frame_indices, video, rng, min_pixels, max
         asked.add(frozenset(pick))
         answer = min(pick, key=lambda c: first[c])
         options = [f"{_LETTERS[j]}. {c}" for j, c in enumerate(pick)]
-        out.append(_record(video, "Which of these objects is seen first in this video?",
+        out.append(_record(video, frame_indices, "Which of these objects is seen first in this video?",
                            _LETTERS[pick.index(answer)], "first_visible", options))
     return out
 

@@ -842,10 +842,9 @@ DIAGNOSTICS: dict[str, tuple[str, tuple[str, str], tuple[str, str]]] = {
 }
 
 
-def counting_confusion(cfg: MiniStudyConfig, variant: str, sampling: str = "uniform"):
-    """Predicted vs true counts of the counting questions, summed over seeds: rows = true count, columns =
-    the predicted answer's number (``"other"`` when it has none), cells = questions. A model that reads its
-    video has answers that move with the true count; one that answers the prior has a single column."""
+def _counting_pairs(cfg: MiniStudyConfig, variant: str, sampling: str):
+    """``(true, predicted)`` counts of every counting question over the seeds; ``predicted`` is the answer's
+    number, NaN when it has none."""
     import pandas as pd
 
     from spatial_mllm.eval.metrics import parse_number
@@ -855,12 +854,21 @@ def counting_confusion(cfg: MiniStudyConfig, variant: str, sampling: str = "unif
         for p in _read_predictions(cfg.out() / "eval" / cfg.eval_name(variant, sampling, seed)):
             if p["question_type"] == "object_counting":
                 n = parse_number(str(p["prediction"]))
-                pairs.append((int(float(p["ground_truth"])),
-                              "other" if n is None else (int(n) if float(n).is_integer() else n)))
-    if not pairs:
+                pairs.append((int(float(p["ground_truth"])), math.nan if n is None else float(n)))
+    return pd.DataFrame(pairs, columns=["true", "predicted"])
+
+
+def counting_confusion(cfg: MiniStudyConfig, variant: str, sampling: str = "uniform"):
+    """Predicted vs true counts of the counting questions, summed over seeds: rows = true count, columns =
+    the predicted answer's number (``"other"`` when it has none), cells = questions. A model that reads its
+    video has answers that move with the true count; one that answers the prior has a single column."""
+    import pandas as pd
+
+    df = _counting_pairs(cfg, variant, sampling)
+    if df.empty:
         return pd.DataFrame()
-    df = pd.DataFrame(pairs, columns=["true", "predicted"])
-    table = pd.crosstab(df["true"], df["predicted"].astype(str))
+    shown = ["other" if math.isnan(n) else str(int(n) if n.is_integer() else n) for n in df["predicted"]]
+    table = pd.crosstab(df["true"], pd.Series(shown, name="predicted", index=df.index))
     cols = sorted(table.columns, key=lambda c: (c == "other", float(c) if c != "other" else 0.0))
     return table[cols]
 
@@ -995,15 +1003,9 @@ def counting_markdown(cfg: MiniStudyConfig) -> str:
         if t.empty:
             continue
         num = [c for c in t.columns if c != "other"]
-        true = np.repeat(np.asarray(t.index, float)[:, None], len(num), 1)
-        pred = np.repeat(np.asarray(num, float)[None, :], len(t), 0)
-        w = t[num].to_numpy(float)
-        r = math.nan
-        if w.sum() > 1:
-            mt, mp = (w * true).sum() / w.sum(), (w * pred).sum() / w.sum()
-            cov = (w * (true - mt) * (pred - mp)).sum()
-            var = (w * (true - mt) ** 2).sum() * (w * (pred - mp) ** 2).sum()
-            r = cov / math.sqrt(var) if var > 0 else math.nan
+        pairs = _counting_pairs(cfg, variant, sampling).dropna()
+        spread = len(pairs) > 1 and pairs["true"].std() > 0 and pairs["predicted"].std() > 0
+        r = float(np.corrcoef(pairs["true"], pairs["predicted"])[0, 1]) if spread else math.nan
         parts.append(f"\n**{VARIANT_LABELS.get(variant, variant)} · {sampling}** — {len(num)} distinct predicted "
                      f"counts, correlation with the truth r = {r:.2f}\n\n"
                      + markdown_table(t.rename_axis("true \\ predicted")))

@@ -526,6 +526,7 @@ class EncoderTrunkMemo:
     def __init__(self):
         self._trunks: dict[str, Any] = {}
         self.hits = self.misses = 0
+        self._checked = False
 
     def __len__(self) -> int:
         return len(self._trunks)
@@ -536,13 +537,19 @@ class EncoderTrunkMemo:
         grid = inputs["video_grid_thw"]  # [B, 3]
         if len(keys) != len(grid):
             raise ValueError(f"{len(keys)} video_keys for {len(grid)} videos")
-        if any(hasattr(p, "ds_id") for p in model.parameters()):
-            raise ValueError("encoder_cache is not supported with DeepSpeed ZeRO-3 (partitioned encoder "
-                             "parameters); set encoder_cache: false")
+        if not self._checked:  # once per run: the model's partitioning does not change
+            if any(hasattr(p, "ds_id") for p in model.parameters()):
+                raise ValueError("encoder_cache is not supported with DeepSpeed ZeRO-3 (partitioned encoder "
+                                 "parameters); set encoder_cache: false")
+            self._checked = True
         pixels = inputs.pop("pixel_values_videos")  # [ΣN, D]
         spatial = inputs.pop("spatial_pixel_values_videos", None)  # [[S, 3, H, W]] per video
         chunks = torch.split(pixels, grid.prod(-1).tolist())
-        todo = list({k: i for i, k in reversed(list(enumerate(keys))) if k not in self._trunks}.values())
+        first: dict[str, int] = {}  # each video not seen before → its first row in the batch
+        for i, k in enumerate(keys):
+            if k not in self._trunks:
+                first.setdefault(k, i)
+        todo = list(first.values())
         self.misses += len(todo)
         self.hits += len(keys) - len(todo)
         if todo:
