@@ -105,3 +105,55 @@ def test_random_subsets_carry_their_frames_and_sft_reads_them(tmp_path):
     write_jsonl([{**own[0], "frame_indices": [1, -2]}], tmp_path / "bad.jsonl")
     with pytest.raises(BadRowError, match="bad.jsonl:1: frame_indices"):
         SFTDataset(tmp_path / "bad.jsonl", tmp_path, num_frames=4, check_videos=False)
+
+
+def test_balanced_file_leaves_the_category_no_answer_prior(tmp_path):
+    from spatial_mllm.data.grounding import balance_answers
+
+    d = _scene(tmp_path)
+    recs = grounding_records(d, "synthetic/room/video.mp4", 4, np.random.default_rng(0), min_pixels=30,
+                             balance=True)
+    pres = {q["conversations"][0]["value"].split("Is there a ")[1].split(" in")[0]: q["ground_truth"]
+            for q in recs if q["question_type"] == "visible_presence"}
+    # every catalog category is asked; chair 7 and bed's 12 px do not matter (chair and bed are seen), sofa never
+    # shows, so "no"; nothing is glimpsed below 30 px without also being seen
+    assert {c for c, a in pres.items() if a == "yes"} == {"chair", "lamp", "table", "bed"}
+    assert set(pres) == set(CATALOG)
+    # a category glimpsed below min_pixels in the shown frames is not asked (neither yes nor no)
+    recs = grounding_records(d, "synthetic/room/video.mp4", 4, np.random.default_rng(0), min_pixels=45,
+                             balance=True)
+    asked = {q["conversations"][0]["value"].split("Is there a ")[1].split(" in")[0]: q["ground_truth"]
+             for q in recs if q["question_type"] == "visible_presence"}
+    assert "chair" not in asked and "bed" in asked and asked["lamp"] == "yes"  # chairs 40 / 30 px < 45
+
+    def row(qtype, cat, answer):
+        q = f"Is there a {cat} in this video? Answer yes or no." if qtype == "visible_presence" else \
+            f"How many {cat}(s) can be seen in this video?"
+        return {"question_type": qtype, "ground_truth": answer, "conversations": [{"value": "<video>\n" + q}]}
+
+    rows = ([row("visible_presence", "door", "yes")] * 9 + [row("visible_presence", "door", "no")] * 2
+            + [row("visible_presence", "bed", "yes")] * 3
+            + [row("visible_counting", "chair", "1")] * 7 + [row("visible_counting", "chair", "2")] * 3
+            + [row("visible_counting", "chair", "3")] * 1 + [row("visible_counting", "bed", "1")] * 5
+            + [row("first_visible", "x", "A")] * 4)
+    rows = [{**r, "i": i} for i, r in enumerate(rows)]
+    out = balance_answers(rows, np.random.default_rng(0))
+    got = {}
+    for r in out:
+        words = r["conversations"][0]["value"].split()
+        key = (r["question_type"], words[4] if r["question_type"] == "visible_presence" else words[3])
+        got.setdefault(key, []).append(r["ground_truth"])
+    assert sorted(got[("visible_presence", "door")]) == ["no", "no", "yes", "yes"]
+    assert ("visible_presence", "bed") not in got  # only ever "yes": its questions tell nothing but the prior
+    assert sorted(got[("visible_counting", "chair(s)")]) == ["1", "1", "1", "2", "2", "2", "3"]
+    assert ("visible_counting", "bed(s)") not in got
+    assert len(got[("first_visible", "x(s)")]) == 4
+    assert [r["i"] for r in out] == sorted(r["i"] for r in out)  # order kept
+    # the file: balanced per category, deterministic
+    _scene(tmp_path, "a")
+    p1 = write_grounding_file(tmp_path, ["a", "room"], tmp_path / "b1.jsonl", 4, seed=0, balance=True)
+    p2 = write_grounding_file(tmp_path, ["room", "a"], tmp_path / "b2.jsonl", 4, seed=0, balance=True)
+    assert p1.read_bytes() == p2.read_bytes()
+    # both rooms are the same scene: every category has one answer in both, so presence/counting all go
+    kinds = {json.loads(line)["question_type"] for line in p1.read_text().splitlines()}
+    assert kinds == {"visible_objects", "first_visible"}

@@ -21,6 +21,12 @@ Question types (answers as in VSI-Bench: a number, a word, or an option letter):
   category with its count, by name ("bed 1, chair 2, lamp 1"); one per video. A dense target: each of its
   tokens is a decision only the frames settle.
 
+Answer priors: per video, presence is balanced, but not per category: a door is in nearly every room,
+so "is there a door?" is "yes" from the text alone (on the mini study's rooms the category's majority answer
+scores 58 % on presence and the category's most frequent count 65 % on visible counting). With
+``balance`` (:func:`balance_answers`) a file has, per category, as many yes as no, and no count answer more
+frequent than the category's next most frequent one; what the text alone gets right is then at most chance.
+
 Frames: the ``num_frames`` uniformly spaced frames (Qwen's ``linspace(...).round()``,
 :func:`spatial_mllm.data.video.uniform_frame_indices`) that SFT and evaluation show with uniform sampling,
 and optionally ``random_subsets`` more draws of ``num_frames`` random frames per room (the records then
@@ -41,7 +47,7 @@ from spatial_mllm.data.formats import SFT_MCA_POST, SFT_NA_POST, write_jsonl
 from spatial_mllm.data.synthetic import CATALOG
 from spatial_mllm.data.video import uniform_frame_indices
 
-__all__ = ["GROUNDING_TYPES", "visible_instances", "grounding_records", "write_grounding_file"]
+__all__ = ["GROUNDING_TYPES", "visible_instances", "grounding_records", "balance_answers", "write_grounding_file"]
 
 GROUNDING_TYPES = ("visible_counting", "visible_presence", "first_visible", "visible_objects")
 _LETTERS = "ABCD"
@@ -74,7 +80,8 @@ def _record(video: str, frame_indices: list[int] | None, question: str, answer: 
 
 
 def grounding_records(scene_dir: str | os.PathLike, video: str, num_frames: int, rng: np.random.Generator, *,
-                      min_pixels: int = 30, max_per_type: int = 6, random_subsets: int = 0) -> list[dict]:
+                      min_pixels: int = 30, max_per_type: int = 6, random_subsets: int = 0,
+                      balance: bool = False) -> list[dict]:
     """The grounding questions of one rendered room (SFT records, ``train_sft.jsonl``'s format).
 
     Args:
@@ -87,6 +94,8 @@ def grounding_records(scene_dir: str | os.PathLike, video: str, num_frames: int,
         max_per_type: cap per type (presence: this many yes and as many no).
         random_subsets: also this many draws of ``num_frames`` random frames (sorted), each with its own
             questions; their records carry ``frame_indices``.
+        balance: presence asks every catalog category (yes: seen; no: not one pixel in the shown frames),
+            for :func:`balance_answers` to balance per category over many rooms.
     """
     scene_dir = Path(scene_dir)
     try:
@@ -97,14 +106,15 @@ def grounding_records(scene_dir: str | os.PathLike, video: str, num_frames: int,
         raise ValueError(f"{scene_dir}: cannot read frames.npz instance_ids / scene.json objects ({e})") from e
     category = {int(o["instance_id"]): o["category"] for o in objects}
     out = _questions(ids, category, uniform_frame_indices(len(ids), num_frames), None, video, rng, min_pixels,
-                     max_per_type)
+                     max_per_type, balance)
     for _ in range(random_subsets):
         frames = np.sort(rng.choice(len(ids), size=min(num_frames, len(ids)), replace=False))
-        out += _questions(ids, category, frames, [int(f) for f in frames], video, rng, min_pixels, max_per_type)
+        out += _questions(ids, category, frames, [int(f) for f in frames], video, rng, min_pixels, max_per_type,
+                          balance)
     return out
 
 
-def _questions(ids, category, frames, frame_indices, video, rng, min_pixels, max_per_type) -> list[dict]:
+def _questions(ids, category, frames, frame_indices, video, rng, min_pixels, max_per_type, balance) -> list[dict]:
     seen = {i: pos for i, pos in visible_instances(ids, frames, min_pixels).items() if i in category}
     per_cat: dict[str, list[int]] = {}
     for iid, pos in seen.items():
@@ -119,13 +129,18 @@ def _questions(ids, category, frames, frame_indices, video, rng, min_pixels, max
     if cats:
         out.append(_record(video, frame_indices, "Which objects can be seen in this video, and how many of each?",
                            ", ".join(f"{c} {len(per_cat[c])}" for c in cats), "visible_objects"))
-    # presence, balanced
-    absent = sorted(set(CATALOG) - set(cats))
-    k = min(max_per_type, len(cats), len(absent))
-    for c, a in zip(rng.permutation(cats)[:k], rng.permutation(absent)[:k]):
-        for name, ans in ((c, "yes"), (a, "no")):
-            out.append(_record(video, frame_indices, f"Is there a {name} in this video? Answer yes or no.", ans,
-                               "visible_presence"))
+    # presence: balanced per video, or every category (balanced per category over the file)
+    if balance:
+        glimpsed = {category[i] for i in visible_instances(ids, frames, 1) if i in category}
+        asked = [(c, "yes" if c in per_cat else "no") for c in CATALOG if c in per_cat or c not in glimpsed]
+    else:
+        absent = sorted(set(CATALOG) - set(cats))
+        k = min(max_per_type, len(cats), len(absent))
+        asked = [pair for c, a in zip(rng.permutation(cats)[:k], rng.permutation(absent)[:k])
+                 for pair in ((str(c), "yes"), (str(a), "no"))]
+    for name, ans in asked:
+        out.append(_record(video, frame_indices, f"Is there a {name} in this video? Answer yes or no.", ans,
+                           "visible_presence"))
     # which is seen first (4 categories with distinct first frames)
     first = {c: min(p) for c, p in per_cat.items()}
     asked: set[frozenset] = set()
@@ -151,18 +166,51 @@ def _questions(ids, category, frames, frame_indices, video, rng, min_pixels, max
     return out
 
 
+def _asked_category(record: dict) -> str:
+    q = record["conversations"][0]["value"]
+    return q.split("Is there a ")[1].split(" in this video")[0] if record["question_type"] == "visible_presence" \
+        else q.split("How many ")[1].split("(s) can be seen")[0]
+
+
+def balance_answers(records: list[dict], rng: np.random.Generator) -> list[dict]:
+    """Drop questions so that the category asked does not tell the answer: per category, presence keeps as
+    many yes as no (a random subset of the larger side) and visible counting keeps of each answer at most as
+    many as of the category's second most frequent answer (a category always seen once loses its counting
+    questions). Other types and the records' order are kept."""
+    groups: dict[tuple[str, str], dict[str, list[int]]] = {}
+    for i, r in enumerate(records):
+        if r["question_type"] in ("visible_presence", "visible_counting"):
+            key = (r["question_type"], _asked_category(r))
+            groups.setdefault(key, {}).setdefault(r["ground_truth"], []).append(i)
+    drop: set[int] = set()
+    for (qtype, _), by_answer in sorted(groups.items()):
+        sizes = sorted((len(v) for v in by_answer.values()), reverse=True)
+        if qtype == "visible_presence":
+            keep = sizes[-1] if len(sizes) == 2 else 0
+        else:
+            keep = sizes[1] if len(sizes) > 1 else 0
+        for answer in sorted(by_answer):
+            idx = by_answer[answer]
+            if len(idx) > keep:
+                drop.update(int(j) for j in rng.permutation(idx)[keep:])
+    return [r for i, r in enumerate(records) if i not in drop]
+
+
 def write_grounding_file(data_dir: str | os.PathLike, scene_names: list[str], path: str | os.PathLike,
                          num_frames: int, seed: int, *, min_pixels: int = 30, max_per_type: int = 6,
-                         random_subsets: int = 0) -> Path:
+                         random_subsets: int = 0, balance: bool = False) -> Path:
     """Grounding records of ``scene_names`` (``<data_dir>/synthetic/<scene>``) to ``path`` (JSONL), in
-    scene order; deterministic in ``seed`` (each room draws from ``(seed, its position)``)."""
+    scene order; deterministic in ``seed`` (each room draws from ``(seed, its position)``); with ``balance``
+    balanced per category over all the rooms (:func:`balance_answers`, drawn from ``(seed, 2**31)``)."""
     data_dir = Path(data_dir)
     records = []
     for i, name in enumerate(sorted(scene_names)):
         rng = np.random.default_rng([seed, i])
         records += grounding_records(data_dir / "synthetic" / name, f"synthetic/{name}/video.mp4", num_frames,
                                      rng, min_pixels=min_pixels, max_per_type=max_per_type,
-                                     random_subsets=random_subsets)
+                                     random_subsets=random_subsets, balance=balance)
+    if balance:
+        records = balance_answers(records, np.random.default_rng([seed, 2**31]))
     if not records:
         raise ValueError(f"no grounding questions from {len(scene_names)} rooms under {data_dir}")
     return write_jsonl(records, path)

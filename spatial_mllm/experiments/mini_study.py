@@ -187,6 +187,9 @@ class MiniStudyConfig(StageConfig):
     grounding_random_subsets: int = field(default=0, metadata={
         "help": "per train room, this many draws of num_frames random frames with their own grounding questions "
                 "(besides the uniform frames): answers then change with the frames, not with the room"})
+    grounding_balance: bool = field(default=True, metadata={
+        "help": "balance the grounding questions per category (as many yes as no per category; no count more "
+                "frequent than the category's next one), so that the category named cannot tell the answer"})
     grounding_mix: float = field(default=0.0, metadata={
         "help": "grounding rows added to every variant's spatial SFT, as a fraction of its rows (0 = none)"})
     # ---- SFT budget (identical for every variant) -----------------------------------------------------
@@ -401,7 +404,7 @@ def build_study_data(cfg: MiniStudyConfig, progress: bool = False) -> Path:
 def _grounding_settings(cfg: MiniStudyConfig) -> dict:
     return {"num_frames": cfg.num_frames, "min_pixels": cfg.grounding_min_pixels,
             "per_type": cfg.grounding_per_type, "seed": cfg.seed, "mix": cfg.grounding_mix,
-            "random_subsets": cfg.grounding_random_subsets}
+            "random_subsets": cfg.grounding_random_subsets, "balance": cfg.grounding_balance}
 
 
 def build_grounding_data(cfg: MiniStudyConfig) -> Path:
@@ -419,7 +422,8 @@ def build_grounding_data(cfg: MiniStudyConfig) -> Path:
     if not path.is_file():
         train = json.loads((d / "splits.json").read_text())["train"]
         write_grounding_file(d, train, path, cfg.num_frames, cfg.seed, min_pixels=cfg.grounding_min_pixels,
-                             max_per_type=cfg.grounding_per_type, random_subsets=cfg.grounding_random_subsets)
+                             max_per_type=cfg.grounding_per_type, random_subsets=cfg.grounding_random_subsets,
+                             balance=cfg.grounding_balance)
     if cfg.grounding_mix and not (d / cfg.sft_file()).is_file():
         rows, extra = read_jsonl(d / "train_sft.jsonl"), read_jsonl(path)
         pick = np.random.default_rng([cfg.seed, 7]).permutation(len(extra))[:round(cfg.grounding_mix * len(rows))]
@@ -451,11 +455,69 @@ def ground_llm(cfg: MiniStudyConfig, log=print) -> Path:
         result = train_sft(sft)
     model, processor = load_sft_checkpoint(result.output_dir, device="cpu")
     save_qwen_part(model, out, processor.tokenizer)
+    t0 = time.time()
+    val = grounding_validation(cfg, model, processor)
+    if val:
+        log("grounded model on the val rooms (own frames vs another room's): " + ", ".join(
+            f"{k} {v['own']:.1f} vs {v['other_room']:.1f}" for k, v in val.items() if k != "questions"))
     (out / "run.json").write_text(json.dumps({"params": params, "train_loss": result.train_loss,
-                                              "train_s": result.runtime_s}, indent=1) + "\n")
+                                              "train_s": result.runtime_s, "val": val,
+                                              "val_s": round(time.time() - t0, 1)}, indent=1) + "\n")
     if not cfg.keep_checkpoints:
         shutil.rmtree(result.output_dir, ignore_errors=True)
     return out
+
+
+def grounding_accuracy(model, processor, rows: list[dict], video_root: str | Path, num_frames: int,
+                       other_room: bool = False, batch_size: int = 32) -> dict[str, list[bool]]:
+    """Greedy answers to grounding questions (:mod:`spatial_mllm.data.grounding` records) scored by exact
+    match: ``{question type: [correct per question]}``, in ``rows`` order per type. With ``other_room`` each
+    question is asked about the next video (sorted; the last takes the first) — the blind control."""
+    from spatial_mllm.models.ask import answer_batch
+
+    videos = sorted({r["video"] for r in rows})
+    if other_room and len(videos) < 2:
+        raise ValueError("the other_room control needs questions about at least two videos")
+    shown = {v: videos[(i + 1) % len(videos)] if other_room else v for i, v in enumerate(videos)}
+    loaded: dict[str, Any] = {}
+    out: dict[str, list[bool]] = {}
+    was = model.training
+    model.eval()
+    for k in range(0, len(rows), batch_size):
+        chunk = rows[k:k + batch_size]
+        for r in chunk:
+            if shown[r["video"]] not in loaded:
+                loaded[shown[r["video"]]] = processor.load_video(str(Path(video_root) / shown[r["video"]]),
+                                                                 num_frames=num_frames)
+        prompts = [r["conversations"][0]["value"].removeprefix("<video>\n") for r in chunk]
+        answers = answer_batch(model, processor, [loaded[shown[r["video"]]] for r in chunk], prompts,
+                               max_new_tokens=40, do_sample=False)
+        for r, a in zip(chunk, answers):
+            out.setdefault(r["question_type"], []).append(a.strip() == r["ground_truth"])
+    model.train(was)
+    return out
+
+
+def grounding_validation(cfg: MiniStudyConfig, model, processor) -> dict:
+    """The grounded model's reading check on the val rooms (never the test rooms): their grounding questions
+    (uniform frames, balanced as ``grounding_balance``, drawn with ``seed + 1``) answered with the room's own
+    frames and with another val room's; accuracy (%) per type, ``{}`` without val rooms."""
+    from spatial_mllm.data.formats import read_jsonl
+    from spatial_mllm.data.grounding import write_grounding_file
+
+    d = cfg.data_dir()
+    val = json.loads((d / "splits.json").read_text()).get("val") or []
+    if len(val) < 2:
+        return {}
+    path = write_grounding_file(d, val, cfg.grounded_path() / "val_grounding.jsonl", cfg.num_frames, cfg.seed + 1,
+                                min_pixels=cfg.grounding_min_pixels, max_per_type=cfg.grounding_per_type,
+                                balance=cfg.grounding_balance)
+    rows = read_jsonl(path)
+    own = grounding_accuracy(model, processor, rows, d, cfg.num_frames)
+    other = grounding_accuracy(model, processor, rows, d, cfg.num_frames, other_room=True)
+    pct = lambda v: round(100 * sum(v) / len(v), 1)  # noqa: E731
+    res = {k: {"own": pct(own[k]), "other_room": pct(other[k]), "n": len(own[k])} for k in sorted(own)}
+    return {**res, "questions": len(rows)}
 
 
 def _same_params(path: Path, expected: dict, what: str, key: str | None = "params") -> None:
