@@ -160,6 +160,39 @@ def test_other_room_rows_swap_every_video_and_keep_the_question():
         ms.other_room_rows(rows[:1])
 
 
+def test_grounding_accuracy_asks_about_the_next_video_in_the_blind_control(monkeypatch):
+    """A reader that answers right only about the video it is shown: all correct with the own videos, all
+    wrong with the next one's (each question keeps its text and answer)."""
+    import spatial_mllm.models.ask as ask
+
+    truth = {("v/a.mp4", "Is there a bed?"): "yes", ("v/b.mp4", "Is there a bed?"): "no",
+             ("v/c.mp4", "How many chair(s)?"): "2", ("v/a.mp4", "How many chair(s)?"): "1"}
+    rows = [{"video": v, "conversations": [{"value": "<video>\n" + q}], "ground_truth": a,
+             "question_type": "visible_presence" if "bed" in q else "visible_counting"}
+            for (v, q), a in truth.items()]
+    shown = []
+
+    class Reader:
+        def load_video(self, path, num_frames):
+            assert num_frames == 4
+            return Path(path).relative_to("root").as_posix()
+
+    def answer_batch(model, processor, videos, questions, **kw):
+        shown.extend(videos)
+        return [truth.get((v, q), "?") for v, q in zip(videos, questions)]
+
+    monkeypatch.setattr(ask, "answer_batch", answer_batch)
+    own = ms.grounding_accuracy(torch.nn.Linear(1, 1), Reader(), rows, "root", 4, batch_size=3)
+    assert own == {"visible_presence": [True, True], "visible_counting": [True, True]}
+    assert shown == [r["video"] for r in rows]
+    shown.clear()
+    blind = ms.grounding_accuracy(torch.nn.Linear(1, 1), Reader(), rows, "root", 4, other_room=True)
+    assert shown == ["v/b.mp4", "v/c.mp4", "v/a.mp4", "v/b.mp4"]  # a -> b -> c -> a (sorted)
+    assert blind == {"visible_presence": [False, False], "visible_counting": [False, False]}
+    with pytest.raises(ValueError, match="two videos"):
+        ms.grounding_accuracy(torch.nn.Linear(1, 1), Reader(), rows[:1], "root", 4, other_room=True)
+
+
 # ---- model size ----------------------------------------------------------------------------------------
 
 
@@ -183,7 +216,7 @@ def test_tiny_llm_size_overrides(tok):
 def _micro(out: Path) -> MiniStudyConfig:
     return MiniStudyConfig(
         output_dir=str(out), seeds=[0, 1], variants=["2d_only", "vggt_pretrained"], num_frames=4,
-        num_scenes=6, num_frames_rendered=12, max_questions_per_type=1, train_fraction=0.5,
+        num_scenes=7, num_frames_rendered=12, max_questions_per_type=1, train_fraction=0.43, val_fraction=0.29,
         geometry=dict(num_train_scenes=1, num_eval_scenes=1, frames_per_scene=6, seq_len=2, steps=3, batch_size=2,
                       eval_sequences_per_scene=1),
         semantic=dict(num_train_scenes=1, num_eval_scenes=1, frames_per_scene=2, steps=3, batch_size=2,
@@ -225,6 +258,13 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path):
     train_scenes = set(json.loads((cfg.data_dir() / "splits.json").read_text())["train"])
     assert {g["video"].split("/")[1] for g in grounding} <= train_scenes
     assert any("frame_indices" in g for g in grounding) and any("frame_indices" not in g for g in grounding)
+    # the grounded model's reading check ran on the val rooms' questions, own frames vs another val room's
+    val_rooms = set(json.loads((cfg.data_dir() / "splits.json").read_text())["val"])
+    val_rows = [json.loads(x) for x in (cfg.grounded_path() / "val_grounding.jsonl").read_text().splitlines()]
+    assert len(val_rooms) == 2 and {g["video"].split("/")[1] for g in val_rows} == val_rooms
+    check = json.loads((cfg.grounded_path() / "run.json").read_text())["val"]
+    assert check["questions"] == len(val_rows) == sum(v["n"] for k, v in check.items() if k != "questions")
+    assert all(0 <= v[k] <= 100 for name, v in check.items() if name != "questions" for k in ("own", "other_room"))
     mixed = [json.loads(x) for x in (cfg.data_dir() / "train_sft_grounded.jsonl").read_text().splitlines()]
     spatial = [json.loads(x) for x in (cfg.data_dir() / "train_sft.jsonl").read_text().splitlines()]
     assert mixed[:len(spatial)] == spatial and len(mixed) == len(spatial) + round(0.5 * len(spatial))
@@ -271,7 +311,7 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path):
     with pytest.raises(ValueError, match="other geometry settings \\(steps"):
         ms.pretrain_encoders(changed, log=lambda *a: None)
     with pytest.raises(ValueError, match="other data settings \\(num_scenes"):
-        ms.build_study_data(cfg.replace(num_scenes=7))
+        ms.build_study_data(cfg.replace(num_scenes=8))
 
     from spatial_mllm.experiments.mini_study_plots import (
         plot_contrasts,

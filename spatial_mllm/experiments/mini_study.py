@@ -16,8 +16,11 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    with an LLM initialised from ``pretrain_seed``) is fine-tuned once on questions only the frames answer, from
    the renderer's exact per-pixel labels of the train rooms (:mod:`spatial_mllm.data.grounding`: visible
    counts, presence, first seen, everything seen; on the uniform frames and ``grounding_random_subsets``
-   random frame draws). Every variant and seed starts its SFT from this model: the miniature of the
-   pretrained Qwen2.5-VL the paper starts from. ``grounding_mix`` also mixes grounding rows into each SFT.
+   random frame draws; with ``grounding_balance`` balanced per category, so the category named cannot tell
+   the answer). Every variant and seed starts its SFT from this model: the miniature of the pretrained
+   Qwen2.5-VL the paper starts from. ``grounding_mix`` also mixes grounding rows into each SFT. The grounded
+   model is checked on the val rooms' grounding questions, own frames vs another val room's
+   (:func:`grounding_validation`, in ``pretrain/qwen_grounded/run.json``).
 3. **Variants with identical budgets** (:data:`VARIANTS`): ``2d_only`` (``connector=none``: Qwen2.5-VL
    alone), ``vggt_pretrained`` (2D + the pretrained VGGT through the v1.1 ``mlp_add`` connector) and
    ``vggt_random`` (2D + the random-init VGGT: the control that isolates the geometry prior). Each is
@@ -92,6 +95,8 @@ __all__ = [
     "pretrain_encoders",
     "build_grounding_data",
     "ground_llm",
+    "grounding_accuracy",
+    "grounding_validation",
     "encoder_table",
     "geometry_examples",
     "space_aware_cache",
