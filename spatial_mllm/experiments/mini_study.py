@@ -480,10 +480,8 @@ def grounding_accuracy(model, processor, rows: list[dict], video_root: str | Pat
     question is asked about the next video (sorted; the last takes the first) — the blind control."""
     from spatial_mllm.models.ask import answer_batch
 
-    videos = sorted({r["video"] for r in rows})
-    if other_room and len(videos) < 2:
-        raise ValueError("the other_room control needs questions about at least two videos")
-    shown = {v: videos[(i + 1) % len(videos)] if other_room else v for i, v in enumerate(videos)}
+    videos = [r["video"] for r in rows]
+    shown = _next_in_order(videos, "questions about at least two videos") if other_room else {v: v for v in videos}
     loaded: dict[str, Any] = {}
     out: dict[str, list[bool]] = {}
     was = model.training
@@ -698,14 +696,19 @@ def _scored(cfg: MiniStudyConfig, variant: str, seed: int) -> bool:
                for s in cfg.samplings_of(variant))
 
 
+def _next_in_order(keys: list, what: str) -> dict:
+    """The blind control's pairing: each distinct key → the next one in sorted order (the last → the first)."""
+    keys = sorted(set(keys))
+    if len(keys) < 2:
+        raise ValueError(f"the other_room control needs {what}")
+    return {k: keys[(i + 1) % len(keys)] for i, k in enumerate(keys)}
+
+
 def other_room_rows(rows: list[dict]) -> list[dict]:
     """The blind control: each question keeps its text and answer but points at the video of the next held-out
     room (rooms in sorted order, the last one takes the first), so a model that reads the video loses
     accuracy and one that answers from the question alone does not."""
-    rooms = sorted({(r["dataset"], r["scene_name"]) for r in rows})
-    if len(rooms) < 2:
-        raise ValueError("the other_room control needs at least two held-out rooms")
-    nxt = {a: rooms[(i + 1) % len(rooms)] for i, a in enumerate(rooms)}
+    nxt = _next_in_order([(r["dataset"], r["scene_name"]) for r in rows], "at least two held-out rooms")
     return [{**r, "dataset": nxt[(r["dataset"], r["scene_name"])][0],
              "scene_name": nxt[(r["dataset"], r["scene_name"])][1]} for r in rows]
 
