@@ -253,3 +253,26 @@ def test_video_pairs_match_qwen_video_patches_and_train_a_wider_vit(tmp_path):
     q = Qwen2_5_VLForConditionalGeneration.from_pretrained(pretrain_vit(scfg, log=None))
     assert q.config.vision_config.hidden_size == 48 and q.config.vision_config.depth == 3
     assert q.config.vision_config.out_hidden_size == q.config.text_config.hidden_size
+
+
+def test_llm_init_travels_with_the_vit_checkpoint(tmp_path):
+    """llm_init='width_scaled' sets the init of the untrained LLM saved with the pretrained ViT, and the
+    mini study's per-seed copies re-draw that LLM with the same init (the ViT copied unchanged)."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from spatial_mllm.experiments.mini_study import _qwen_for_seed
+
+    with pytest.raises(ValueError, match="llm_init"):
+        SemanticPretrainConfig(llm_init="xavier")
+    scfg = SemanticPretrainConfig(out_dir=str(tmp_path / "qwen"), steps=1, batch_size=2, num_train_scenes=1,
+                                  num_eval_scenes=0, frames_per_scene=2, width=56, height=56, log_every=1,
+                                  llm_init="width_scaled")
+    src = pretrain_vit(scfg, log=None)
+    _qwen_for_seed(src, tmp_path / "s5", 5, {}, {}, llm_init="width_scaled")
+    a = Qwen2_5_VLForConditionalGeneration.from_pretrained(src)
+    b = Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp_path / "s5")
+    for m in (a, b):
+        assert abs(float(m.get_input_embeddings().weight.std()) - 1.0) < 0.05
+    assert not torch.equal(a.get_input_embeddings().weight, b.get_input_embeddings().weight)
+    va, vb = a.model.visual.state_dict(), b.model.visual.state_dict()
+    assert all(torch.equal(va[k], vb[k]) for k in va)

@@ -126,7 +126,7 @@ SPACE_AWARE = ("space_aware", "space_aware_gt")
 MINI_GEOMETRY = {"num_train_scenes": 96, "num_eval_scenes": 8, "frames_per_scene": 32, "seq_len": 4,
                  "frame_stride": 1, "steps": 1500, "batch_size": 8, "lr": 1e-3, "log_every": 100}
 MINI_SEMANTIC = {"num_train_scenes": 96, "num_eval_scenes": 8, "frames_per_scene": 16, "steps": 3000,
-                 "batch_size": 16, "log_every": 500, "video_pairs": 2,
+                 "batch_size": 16, "log_every": 500, "video_pairs": 2, "llm_init": "width_scaled",
                  "text_overrides": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4},
                  "vision_overrides": {"hidden_size": 96, "depth": 4, "num_heads": 4, "intermediate_size": 192,
                                       "fullatt_block_indexes": [1, 3]}}
@@ -181,7 +181,7 @@ class MiniStudyConfig(StageConfig):
         "help": "steps of the grounding stage before the spatial SFT (0 = none): the 2D model (LLM init from "
                 "pretrain_seed) is trained on questions only the frames answer (spatial_mllm/data/grounding.py), "
                 "once, and every variant and seed starts its SFT from it — the miniature of a pretrained Qwen2.5-VL"})
-    grounding_lr: float = field(default=1e-3, metadata={"help": "peak lr (LLM and merger) of the grounding stage"})
+    grounding_lr: float = field(default=2e-3, metadata={"help": "peak lr (LLM and merger) of the grounding stage"})
     grounding_train_merger: bool = field(default=False, metadata={
         "help": "train the ViT's merger in the grounding stage (false: keep the semantic pretraining's merger)"})
     grounding_train_vision: bool = field(default=False, metadata={
@@ -536,16 +536,20 @@ def _same_params(path: Path, expected: dict, what: str, key: str | None = "param
                          f"use another output_dir or delete {path.parent} to redo it")
 
 
-def _qwen_for_seed(src: Path, dst: Path, seed: int, text_overrides: dict, vision_overrides: dict) -> None:
-    """Copy the semantic-pretrained checkpoint with the LLM (and lm_head) re-initialised from ``seed``."""
+def _qwen_for_seed(src: Path, dst: Path, seed: int, text_overrides: dict, vision_overrides: dict,
+                   llm_init: str = "qwen") -> None:
+    """Copy the semantic-pretrained checkpoint (with its tokenizer) with the LLM (and lm_head) re-initialised
+    from ``seed`` (``llm_init`` as the ViT's pretraining set it)."""
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from spatial_mllm.models.tiny import tiny_model, tiny_tokenizer
+    from spatial_mllm.models.processing import SpatialMLLMProcessor
+    from spatial_mllm.models.tiny import tiny_model
     from spatial_mllm.train.pretrain import save_qwen_part
 
-    tok = tiny_tokenizer()
-    fresh = tiny_model(tok, seed=seed, text_overrides=text_overrides, vision_overrides=vision_overrides)
+    tok = SpatialMLLMProcessor.from_pretrained(src).tokenizer
+    fresh = tiny_model(tok, seed=seed, llm_init=llm_init, text_overrides=text_overrides,
+                       vision_overrides=vision_overrides)
     trained = Qwen2_5_VLForConditionalGeneration.from_pretrained(src, dtype=torch.float32)
     fresh.model.visual.load_state_dict(trained.model.visual.state_dict())
     save_qwen_part(fresh, dst, tok)
@@ -572,7 +576,8 @@ def pretrain_encoders(cfg: MiniStudyConfig, log=print) -> dict[str, Path]:
     for seed in [*cfg.seeds, *([cfg.pretrain_seed] if cfg.grounding_steps else [])]:
         record = cfg.qwen_path(seed) / "semantic_params.json"  # the ViT it was copied from
         if not (cfg.qwen_path(seed) / "config.json").is_file() or not record.is_file():
-            _qwen_for_seed(pre / "qwen", cfg.qwen_path(seed), seed, s.text_overrides, s.vision_overrides)
+            _qwen_for_seed(pre / "qwen", cfg.qwen_path(seed), seed, s.text_overrides, s.vision_overrides,
+                           llm_init=s.llm_init)
             record.write_text(json.dumps(s.to_dict(), indent=1, sort_keys=True) + "\n")
         _same_params(record, s.to_dict(), "semantic", key=None)
     return {"vggt": pre / "vggt", "vggt_random": pre / "vggt_random", "qwen": pre / "qwen"}

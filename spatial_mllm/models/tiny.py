@@ -13,10 +13,11 @@ The real sizes are in :data:`QWEN25_VL_3B` (Qwen/Qwen2.5-VL-3B-Instruct's config
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["QWEN_SPECIAL_TOKENS", "QWEN25_VL_CHAT_TEMPLATE", "QWEN25_VL_3B", "tiny_tokenizer", "tiny_config",
-           "tiny_model", "tiny_processor", "qwen25_vl_3b_config"]
+           "tiny_model", "tiny_processor", "qwen25_vl_3b_config", "width_scaled_llm_init_", "LLM_INITS"]
 
 # Qwen2.5-VL's added tokens, in their id order (151643...) — here they get ids right after the BPE vocab.
 QWEN_SPECIAL_TOKENS = [
@@ -55,12 +56,15 @@ given choices directly. Please answer the question using a single word or phrase
 """
 
 
-def tiny_tokenizer(vocab_size: int = 512):
+def tiny_tokenizer(vocab_size: int = 512, words: Sequence[str] = ()):
     """A Qwen-style fast tokenizer built offline: byte-level BPE + Qwen special tokens + chat template.
 
     Ids ``[0, vocab_size)`` are the BPE vocabulary (256 bytes + merges); the 14 special tokens follow.
     ``pad`` = ``eos`` = ``<|endoftext|>`` as Qwen2.5-VL's processor sets them (generation stops on
-    ``<|im_end|>`` too via the generation config).
+    ``<|im_end|>`` too via the generation config). ``words`` (e.g. the synthetic rooms' object categories)
+    are added to the merge corpus often enough that each becomes one token after a space (``" chair"`` →
+    ``["Ġchair"]``; a two-word name gets one token per word), as a real tokenizer's vocabulary holds common
+    words; the default (no words) is the historical tokenizer.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -70,7 +74,8 @@ def tiny_tokenizer(vocab_size: int = 512):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False, special_tokens=[])
-    tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    extra = [" " + " ".join(words)] * 8 if words else []
+    tok.train_from_iterator([_CORPUS] * 4 + extra, trainer=trainer)
     tok.add_special_tokens(QWEN_SPECIAL_TOKENS)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
@@ -136,14 +141,45 @@ def tiny_config(tokenizer=None, connector: str = "mlp_add", *, text_overrides: d
     return SpatialMLLMConfig(**kw)
 
 
-def tiny_model(tokenizer=None, connector: str = "mlp_add", seed: int = 0, **overrides: Any):
-    """A random-init tiny :class:`SpatialMLLMForConditionalGeneration` in eval mode (seeded)."""
+LLM_INITS = ("qwen", "width_scaled")
+
+
+def width_scaled_llm_init_(model, seed: int = 0) -> None:
+    """Re-initialise the LLM of a Qwen2.5-VL / Spatial-MLLM in place for its width (seeded, ViT untouched):
+    token embeddings N(0, 1), every other LLM weight matrix (attention and MLP projections, ``lm_head``)
+    N(0, 1/fan_in); biases and norm weights keep their init (0 and 1).
+
+    Qwen2.5-VL's own init (``initializer_range`` 0.02 everywhere) is tuned for 2048-d and wider: in a
+    128-d LLM it makes query·key products ~16× smaller than a fan-in init, attention stays uniform and the
+    model learns to look things up in its context slowly (the mini study's reading problem, README). The
+    tiny LLM has untied input/output embeddings, so ``lm_head`` gets the fan-in scale."""
+    import torch
+
+    lm = model.model.language_model
+    out = model.get_output_embeddings()
+    if out is not None and out.weight is lm.embed_tokens.weight:
+        raise ValueError("width_scaled init needs untied input/output embeddings")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        lm.embed_tokens.weight.normal_(0.0, 1.0, generator=gen)
+        mats = [p for n, p in lm.named_parameters() if p.dim() == 2 and not n.startswith("embed_tokens")]
+        for w in [*mats, *([out.weight] if out is not None else [])]:
+            w.normal_(0.0, w.shape[1] ** -0.5, generator=gen)
+
+
+def tiny_model(tokenizer=None, connector: str = "mlp_add", seed: int = 0, llm_init: str = "qwen", **overrides: Any):
+    """A random-init tiny :class:`SpatialMLLMForConditionalGeneration` in eval mode (seeded); ``llm_init``
+    ``"qwen"`` (Qwen2.5-VL's init) or ``"width_scaled"`` (:func:`width_scaled_llm_init_`)."""
     import torch
 
     from spatial_mllm.models.modeling import SpatialMLLMForConditionalGeneration
 
+    if llm_init not in LLM_INITS:
+        raise ValueError(f"llm_init must be one of {LLM_INITS}, got {llm_init!r}")
     torch.manual_seed(seed)
     model = SpatialMLLMForConditionalGeneration(tiny_config(tokenizer, connector, **overrides))
+    if llm_init == "width_scaled":
+        width_scaled_llm_init_(model, seed)
     return model.eval()
 
 

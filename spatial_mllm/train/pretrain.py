@@ -176,8 +176,15 @@ class SemanticPretrainConfig(StageConfig):
     vision_overrides: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "merged into the tiny ViT's vision_config (e.g. hidden_size, depth, num_heads, "
                 "intermediate_size, fullatt_block_indexes); default: 2 blocks of width 32"})
-
+    llm_init: str = field(default="qwen", metadata={
+        "help": "init of the (untrained) tiny LLM saved with the ViT: 'qwen' (Qwen2.5-VL's, std 0.02) or "
+                "'width_scaled' (embeddings N(0, 1), matrices N(0, 1/fan_in): spatial_mllm.models.tiny."
+                "width_scaled_llm_init_)"})
     def __post_init__(self):
+        from spatial_mllm.models.tiny import LLM_INITS
+
+        if self.llm_init not in LLM_INITS:
+            raise ValueError(f"llm_init must be one of {LLM_INITS}, got {self.llm_init!r}")
         if self.width % 28 or self.height % 28:
             raise ValueError(f"width/height must be multiples of 28 (14-px patches merged 2x2), "
                              f"got {self.width}x{self.height}")
@@ -572,7 +579,8 @@ def pretrain_vit(cfg: SemanticPretrainConfig, log=print) -> Path:
 
     out = resolve_path(cfg.out_dir)
     tok = tiny_tokenizer()
-    model = tiny_model(tok, seed=cfg.seed, text_overrides=cfg.text_overrides, vision_overrides=cfg.vision_overrides)
+    model = tiny_model(tok, seed=cfg.seed, llm_init=cfg.llm_init, text_overrides=cfg.text_overrides,
+                       vision_overrides=cfg.vision_overrides)
     torch.manual_seed(cfg.seed)
     probe = SemanticProbe(model.model.visual)
     train = render_scans(cfg.num_train_scenes, 0, cfg.seed, cfg.width, cfg.height, cfg.frames_per_scene)
