@@ -60,7 +60,10 @@ Departures from the paper (also in the README):
    (the paper: VGGT-1B and Qwen2.5-VL-3B, pretrained on real data); a few thousand synthetic questions
    (the paper: ~120k from ScanNet).
 2. The LLM starts from random weights (no language pretraining); with a grounding stage it first learns to
-   name and count what the frames show (synthetic questions from exact labels, not the paper's data).
+   name and count what the frames show (synthetic questions from exact labels, not the paper's data). The
+   mini preset initialises that 128-d LLM for its width (``semantic: {llm_init: width_scaled}``, embeddings
+   N(0, 1) and matrices N(0, 1/fan_in)) instead of Qwen2.5-VL's std 0.02, which is tuned for 2048-d: with it
+   the tiny LLM barely learns to look things up in its context (``benchmarks/bench_llm_lookup.py``).
 3. Training frames are uniform; the sampler is a test-time choice (the paper's sampling ablation is at
    test time too; its SFT data used the sampler's frames).
 4. The paper reports single runs; here ≥ 3 seeds and bootstrap intervals. The random-init VGGT control has
