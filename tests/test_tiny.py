@@ -39,7 +39,6 @@ def test_tokenizer_special_tokens_and_chat_template(tok):
     assert cfg.text_config.vocab_size == len(tok)
 
 
-
 def test_tokenizer_words_become_whole_tokens(tok):
     """``words`` make each category one token after a space (a two-word name one per word); the default
     tokenizer is unchanged, and the vocabulary size stays."""
@@ -53,6 +52,7 @@ def test_tokenizer_words_become_whole_tokens(tok):
         assert wtok.tokenize(" " + name) == ["Ġ" + w for w in name.split()], name
     q = "How many stools are in this room? Is there a trash bin in this video?"
     assert wtok.decode(wtok(q)["input_ids"]) == q
+
 
 def test_ask_and_batch_helper(tok, mp4):
     model, proc = tiny_model(tok), tiny_processor(tok)

@@ -180,6 +180,7 @@ class SemanticPretrainConfig(StageConfig):
         "help": "init of the (untrained) tiny LLM saved with the ViT: 'qwen' (Qwen2.5-VL's, std 0.02) or "
                 "'width_scaled' (embeddings N(0, 1), matrices N(0, 1/fan_in): spatial_mllm.models.tiny."
                 "width_scaled_llm_init_)"})
+
     def __post_init__(self):
         from spatial_mllm.models.tiny import LLM_INITS
 
