@@ -160,6 +160,29 @@ def test_other_room_rows_swap_every_video_and_keep_the_question():
         ms.other_room_rows(rows[:1])
 
 
+def test_encoder_table_reports_the_vits_target(tmp_path):
+    """The ViT rows follow its pretraining target: majority-class accuracy vs the majority class, or presence
+    accuracy vs 'all absent' with precision / recall / F1."""
+    cfg = MiniStudyConfig(output_dir=str(tmp_path))
+    pre = cfg.study_dir() / "pretrain"
+    keys = ("abs_rel", "delta1", "const_abs_rel", "const_delta1", "rot_err_mean", "static_rot_err_mean",
+            "rot_err_median", "trans_err_mean", "rra15", "rta15")
+    for sub, held in (("vggt", None), ("qwen", {"accuracy": 0.9, "object_accuracy": 0.7, "chance_majority": 0.8})):
+        (pre / sub).mkdir(parents=True)
+        metrics = {"random_init": dict.fromkeys(keys, 1.0), "pretrained": dict.fromkeys(keys, 0.5)} if held is None \
+            else {"held_out": held}
+        (pre / sub / "run.json").write_text(json.dumps({"metrics": metrics}))
+    t = ms.encoder_table(cfg).set_index("metric")
+    assert t.loc["ViT per-patch category accuracy ↑", "reference"] == 0.8
+    assert t.loc["ViT accuracy on object patches ↑", "pretrained"] == 0.7
+    held = {"accuracy": 0.97, "chance_absent": 0.95, "precision": 0.86, "recall": 0.61, "f1": 0.71}
+    (pre / "qwen" / "run.json").write_text(json.dumps({"metrics": {"held_out": held}}))
+    t = ms.encoder_table(cfg).set_index("metric")
+    assert t.loc["ViT per-patch category presence accuracy ↑", "reference"] == 0.95
+    assert [t.loc[f"ViT presence {k} ↑", "pretrained"] for k in ("precision", "recall", "f1")] == [0.86, 0.61, 0.71]
+    assert "ViT per-patch category accuracy ↑" not in t.index
+
+
 def test_grounding_accuracy_asks_about_the_next_video_in_the_blind_control(monkeypatch):
     """A reader that answers right only about the video it is shown: all correct with the own videos, all
     wrong with the next one's (each question keeps its text and answer)."""
@@ -220,7 +243,7 @@ def _micro(out: Path) -> MiniStudyConfig:
         geometry=dict(num_train_scenes=1, num_eval_scenes=1, frames_per_scene=6, seq_len=2, steps=3, batch_size=2,
                       eval_sequences_per_scene=1),
         semantic=dict(num_train_scenes=1, num_eval_scenes=1, frames_per_scene=2, steps=3, batch_size=2,
-                      text_overrides={"num_hidden_layers": 1}),
+                      target="presence", text_overrides={"num_hidden_layers": 1}),
         max_steps=3, global_batch_size=4, per_device_train_batch_size=4, sft_overrides={"encoder_cache": True},
         eval_limit=12, eval_batch_size=12, bootstrap_samples=200, grounding_steps=2, grounding_random_subsets=1,
         grounding_mix=0.5, data_overrides={"instance_counts": [1, 2, 3]})

@@ -21,6 +21,7 @@ from spatial_mllm.train.pretrain import (
     geometry_batch,
     geometry_loss,
     patch_labels,
+    patch_presence,
     pretrain_vggt,
     pretrain_vit,
     relative_pose_errors,
@@ -164,6 +165,44 @@ def test_patch_labels_majority():
     lab[0, :, :20] = 3  # left block: 20 of 28 columns are class 3
     lab[0, :10, 28:] = 5  # right block: 10 of 28 rows are class 5 → background wins
     assert patch_labels(lab).tolist() == [[[3, 0]]]
+
+
+def test_patch_presence_counts_small_objects_per_block():
+    """Unlike the majority label, 'presence' marks every category covering >= min_pixels of a block."""
+    lab = torch.zeros(1, 28, 56, dtype=torch.long)
+    lab[0, :, :20] = 3  # left block: class 3 (560 px) and a 4x4 class-7 object
+    lab[0, :4, 24:28] = 7
+    lab[0, :10, 28:] = 5  # right block: 280 px of class 5, background is the majority
+    lab[0, 27, 55] = 2  # 1 px of class 2: under the threshold
+    pres = patch_presence(lab, min_pixels=16)
+    assert pres.shape == (1, 1, 2, len(SEMANTIC_CLASSES) - 1)
+    assert torch.nonzero(pres[0, 0, 0]).flatten().tolist() == [2, 6]  # classes 3 and 7 (background dropped)
+    assert torch.nonzero(pres[0, 0, 1]).flatten().tolist() == [4]
+    assert patch_presence(lab, min_pixels=17)[0, 0, 0].nonzero().flatten().tolist() == [2]
+    assert patch_labels(lab).tolist() == [[[3, 0]]]
+
+
+def test_presence_target_trains_a_per_slot_multilabel_head(tmp_path):
+    """target='presence': the head has one logit per object category and temporal slot, trains on video
+    pairs and still frames, and the run reports presence precision / recall against the all-absent chance."""
+    from safetensors.torch import load_file
+
+    with pytest.raises(ValueError, match="target"):
+        SemanticPretrainConfig(target="soft")
+    with pytest.raises(ValueError, match="presence_min_pixels"):
+        SemanticPretrainConfig(presence_min_pixels=0)
+    for pairs in (0, 1):
+        scfg = SemanticPretrainConfig(out_dir=str(tmp_path / f"q{pairs}"), steps=3, batch_size=2,
+                                      num_train_scenes=1, num_eval_scenes=1, frames_per_scene=2, width=56,
+                                      height=56, log_every=1, video_pairs=pairs, target="presence")
+        out = pretrain_vit(scfg, log=None)
+        head = load_file(str(out / "semantic_head.safetensors"))
+        assert head["weight"].shape[0] == 2 * (len(SEMANTIC_CLASSES) - 1)
+        held = json.loads((out / "run.json").read_text())["metrics"]["held_out"]
+        assert {"accuracy", "chance_absent", "precision", "recall", "f1"} <= held.keys()
+        assert 0.0 <= held["accuracy"] <= 1.0 and 0.5 < held["chance_absent"] <= 1.0
+        hist = json.loads((out / "history.json").read_text())
+        assert hist[-1]["loss"] < hist[0]["loss"]
 
 
 def test_config_validation():

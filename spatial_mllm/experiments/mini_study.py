@@ -8,7 +8,8 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
 2. **Encoder priors** (:mod:`spatial_mllm.train.pretrain`) — the tiny VGGT is pretrained for geometry with
    VGGT's losses (``geometry`` = :class:`~spatial_mllm.train.pretrain.GeometryPretrainConfig` fields), and the
    tiny Qwen ViT for per-patch semantics (``semantic`` = :class:`~spatial_mllm.train.pretrain.
-   SemanticPretrainConfig` fields). Both see rooms of their own seed (``pretrain_seed``), not the QA rooms.
+   SemanticPretrainConfig` fields; the mini preset's ``target: presence`` makes each video token say which
+   categories cover part of its block in each of its two frames, small objects included). Both see rooms of their own seed (``pretrain_seed``), not the QA rooms.
    The same VGGT architecture at the exact random init the pretraining started from is saved as the
    control (``pretrain/vggt_random``). Held-out depth AbsRel / δ<1.25 and relative-pose errors of both go
    to ``tables/07_encoders.csv``.
@@ -18,7 +19,8 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    counts, presence, first seen, everything seen; on the uniform frames and ``grounding_random_subsets``
    random frame draws; with ``grounding_balance`` balanced per category, so the category named cannot tell
    the answer). Every variant and seed starts its SFT from this model: the miniature of the pretrained
-   Qwen2.5-VL the paper starts from. ``grounding_mix`` also mixes grounding rows into each SFT. The grounded
+   Qwen2.5-VL the paper starts from. ``grounding_mix`` (mini preset: 0.3) also mixes grounding rows into
+   each SFT (the same rows and order for every variant), so that the spatial SFT keeps the reading. The grounded
    model is checked on the val rooms' grounding questions, own frames vs another val room's
    (:func:`grounding_validation`, in ``pretrain/qwen_grounded/run.json``).
 3. **Variants with identical budgets** (:data:`VARIANTS`): ``2d_only`` (``connector=none``: Qwen2.5-VL
@@ -63,7 +65,9 @@ Departures from the paper (also in the README):
    name and count what the frames show (synthetic questions from exact labels, not the paper's data). The
    mini preset initialises that 128-d LLM for its width (``semantic: {llm_init: width_scaled}``, embeddings
    N(0, 1) and matrices N(0, 1/fan_in)) instead of Qwen2.5-VL's std 0.02, which is tuned for 2048-d: with it
-   the tiny LLM barely learns to look things up in its context (``benchmarks/bench_llm_lookup.py``).
+   the tiny LLM barely learns to look things up in its context (``benchmarks/bench_llm_lookup.py``). Its
+   spatial SFT keeps 30 % grounding rows beside the spatial questions (``grounding_mix``; the paper's SFT
+   data are spatial QA only).
 3. Training frames are uniform; the sampler is a test-time choice (the paper's sampling ablation is at
    test time too; its SFT data used the sampler's frames).
 4. The paper reports single runs; here ≥ 3 seeds and bootstrap intervals. The random-init VGGT control has
@@ -129,7 +133,8 @@ SPACE_AWARE = ("space_aware", "space_aware_gt")
 MINI_GEOMETRY = {"num_train_scenes": 96, "num_eval_scenes": 8, "frames_per_scene": 32, "seq_len": 4,
                  "frame_stride": 1, "steps": 1500, "batch_size": 8, "lr": 1e-3, "log_every": 100}
 MINI_SEMANTIC = {"num_train_scenes": 96, "num_eval_scenes": 8, "frames_per_scene": 16, "steps": 3000,
-                 "batch_size": 16, "log_every": 500, "video_pairs": 2, "llm_init": "width_scaled",
+                 "batch_size": 16, "log_every": 500, "video_pairs": 2, "target": "presence",
+                 "llm_init": "width_scaled",
                  "text_overrides": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4},
                  "vision_overrides": {"hidden_size": 96, "depth": 4, "num_heads": 4, "intermediate_size": 192,
                                       "fullatt_block_indexes": [1, 3]}}
@@ -198,8 +203,9 @@ class MiniStudyConfig(StageConfig):
     grounding_balance: bool = field(default=True, metadata={
         "help": "balance the grounding questions per category (as many yes as no per category; no count more "
                 "frequent than the category's next one), so that the category named cannot tell the answer"})
-    grounding_mix: float = field(default=0.0, metadata={
-        "help": "grounding rows added to every variant's spatial SFT, as a fraction of its rows (0 = none)"})
+    grounding_mix: float = field(default=0.3, metadata={
+        "help": "grounding rows added to every variant's spatial SFT, as a fraction of its rows (0 = none; "
+                "the mini preset keeps 0.3 so the SFT keeps the reading, chosen on val rooms: README)"})
     # ---- SFT budget (identical for every variant) -----------------------------------------------------
     max_steps: int = field(default=800, metadata={"help": "SFT optimizer steps per run"})
     global_batch_size: int = field(default=16, metadata={"help": "rows per optimizer step"})
@@ -606,7 +612,12 @@ def encoder_table(cfg: MiniStudyConfig):
         ("pairs with translation error < 15° ↑", r["rta15"], p["rta15"], math.nan, ""),
     ]
     df = pd.DataFrame(rows, columns=["metric", "random_init", "pretrained", "reference", "reference_is"])
-    if sem:
+    if "chance_absent" in sem:  # target 'presence'
+        df.loc[len(df)] = ["ViT per-patch category presence accuracy ↑", math.nan, sem["accuracy"],
+                           sem["chance_absent"], "all absent"]
+        for k in ("precision", "recall", "f1"):
+            df.loc[len(df)] = [f"ViT presence {k} ↑", math.nan, sem[k], math.nan, ""]
+    elif sem:
         df.loc[len(df)] = ["ViT per-patch category accuracy ↑", math.nan, sem["accuracy"], sem["chance_majority"],
                            "majority class"]
         df.loc[len(df)] = ["ViT accuracy on object patches ↑", math.nan, sem["object_accuracy"], math.nan, ""]

@@ -15,7 +15,11 @@ K, camera-from-world extrinsics in OpenCV axes), so both priors can be learned o
 * :func:`pretrain_vit` — the tiny Spatial-MLLM's Qwen2.5-VL vision tower (``model.model.visual``) plus a
   linear head on its merged tokens (the ``pooler_output``, one per 2×2 patches = 28×28 px), trained with
   cross-entropy against the majority category of each 28×28 block (from the instance masks; walls / floor /
-  ceiling are ``"background"``). No depth or pose target reaches it, so the 2D branch gets semantics and no
+  ceiling are ``"background"``), or (``target="presence"``) with a per-category sigmoid per temporal slot:
+  is the category present (>= ``presence_min_pixels``) in that block of that frame. Most objects at 112×84
+  cover less than a block (median 530 px of 784) and are never a block's majority, so the majority target
+  leaves them out of the tokens; presence keeps every visible object and which frame of the pair shows it
+  — what a question about counts or order needs (the mini study, README finding 8). No depth or pose target reaches it, so the 2D branch gets semantics and no
   metric geometry. Saves a plain Qwen2.5-VL checkpoint (tiny text model untouched, ViT pretrained) with
   the tiny tokenizer, which ``from_qwen_and_vggt(qwen_dir, vggt_dir)`` and (``connector="none"``)
   ``SpatialMLLMForConditionalGeneration.from_pretrained(qwen_dir)`` accept; the head is saved beside it
@@ -80,6 +84,9 @@ __all__ = [
     "evaluate_geometry",
     "SEMANTIC_CLASSES",
     "patch_labels",
+    "patch_presence",
+    "evaluate_presence",
+    "SEMANTIC_TARGETS",
     "pretrain_vit",
     "evaluate_semantics",
     "save_qwen_part",
@@ -176,6 +183,12 @@ class SemanticPretrainConfig(StageConfig):
     vision_overrides: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "merged into the tiny ViT's vision_config (e.g. hidden_size, depth, num_heads, "
                 "intermediate_size, fullatt_block_indexes); default: 2 blocks of width 32"})
+    target: str = field(default="majority", metadata={
+        "help": "what the head predicts per merged token: 'majority' (softmax over the block's majority "
+                "category, walls/floor/ceiling = background) or 'presence' (sigmoid per object category and "
+                "temporal slot: does the category cover >= presence_min_pixels of the block in that frame)"})
+    presence_min_pixels: int = field(default=16, metadata={
+        "help": "pixels of a 28x28 block a category must cover to be 'present' there (target 'presence')"})
     llm_init: str = field(default="qwen", metadata={
         "help": "init of the (untrained) tiny LLM saved with the ViT: 'qwen' (Qwen2.5-VL's, std 0.02) or "
                 "'width_scaled' (embeddings N(0, 1), matrices N(0, 1/fan_in): spatial_mllm.models.tiny."
@@ -186,6 +199,10 @@ class SemanticPretrainConfig(StageConfig):
 
         if self.llm_init not in LLM_INITS:
             raise ValueError(f"llm_init must be one of {LLM_INITS}, got {self.llm_init!r}")
+        if self.target not in SEMANTIC_TARGETS:
+            raise ValueError(f"target must be one of {SEMANTIC_TARGETS}, got {self.target!r}")
+        if self.presence_min_pixels < 1:
+            raise ValueError(f"presence_min_pixels must be >= 1, got {self.presence_min_pixels}")
         if self.width % 28 or self.height % 28:
             raise ValueError(f"width/height must be multiples of 28 (14-px patches merged 2x2), "
                              f"got {self.width}x{self.height}")
@@ -471,6 +488,18 @@ def _semantic_classes() -> tuple[str, ...]:
 
 
 SEMANTIC_CLASSES: tuple[str, ...] = _semantic_classes()  # index 0 = walls / floor / ceiling / no hit
+SEMANTIC_TARGETS = ("majority", "presence")
+
+
+def patch_presence(labels: torch.Tensor, min_pixels: int, block: int = 28) -> torch.Tensor:
+    """Object categories present per ``block × block`` pixel block: ``[..., H, W]`` class indices →
+    ``[..., H/block, W/block, C - 1]`` float (1 where category ``c + 1`` covers ``>= min_pixels`` pixels of
+    the block; background excluded), row-major like Qwen's merged tokens."""
+    *lead, H, W = labels.shape
+    x = labels.reshape(-1, H // block, block, W // block, block).permute(0, 1, 3, 2, 4)
+    x = x.reshape(-1, H // block, W // block, block * block)  # [N, h, w, block²]
+    counts = F.one_hot(x, len(SEMANTIC_CLASSES)).sum(-2)[..., 1:]  # [N, h, w, C - 1]
+    return (counts >= min_pixels).float().reshape(*lead, H // block, W // block, len(SEMANTIC_CLASSES) - 1)
 
 
 def patch_labels(labels: torch.Tensor, block: int = 28) -> torch.Tensor:
@@ -509,8 +538,15 @@ class SemanticProbe(torch.nn.Module):
         self.visual = visual
         self.head = torch.nn.Linear(visual.config.out_hidden_size, num_classes)
 
+    @classmethod
+    def for_target(cls, visual: torch.nn.Module, target: str) -> SemanticProbe:
+        """'majority': one logit per class (softmax); 'presence': one per object category and temporal slot
+        (``[slot 0 categories, slot 1 categories]``, sigmoid)."""
+        k = len(SEMANTIC_CLASSES)
+        return cls(visual, k if target == "majority" else 2 * (k - 1))
+
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
-        """Logits ``[N·h/2·w/2, num_classes]`` in merged-token order (image, row, column)."""
+        """Logits ``[N·h/2·w/2, num_outputs]`` in merged-token order (image, row, column)."""
         return self.head(self.visual(pixel_values, grid_thw=grid_thw).pooler_output)
 
 
@@ -520,20 +556,42 @@ def _frames(scans: list[RenderedScan]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
+def _still_logits(probe: SemanticProbe, images: torch.Tensor) -> torch.Tensor:
+    was = probe.training
+    probe.eval()
+    out = []
+    for k in range(0, len(images), 32):
+        pv, g = _qwen_pixels(images[k:k + 32])
+        out.append(probe(pv, g))
+    probe.train(was)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def evaluate_presence(probe: SemanticProbe, scans: list[RenderedScan], min_pixels: int) -> dict[str, float]:
+    """Target 'presence' on still frames (both temporal slots the same frame; their probabilities averaged):
+    accuracy over (merged patch, object category) pairs vs. chance (predicting 'absent' everywhere), and
+    precision / recall / F1 of 'present'."""
+    images = torch.cat([s.images for s in scans])
+    truth = patch_presence(torch.cat([s.labels for s in scans]), min_pixels).reshape(-1, len(SEMANTIC_CLASSES) - 1)
+    prob = torch.sigmoid(_still_logits(probe, images)).view(len(truth), 2, -1).mean(1)  # [N·h·w, C - 1]
+    pred = prob > 0.5
+    pos = truth > 0.5
+    tp = float((pred & pos).sum())
+    precision, recall = tp / max(1.0, float(pred.sum())), tp / max(1.0, float(pos.sum()))
+    return {"accuracy": float((pred == pos).float().mean()), "chance_absent": float((~pos).float().mean()),
+            "precision": precision, "recall": recall,
+            "f1": 2 * precision * recall / max(1e-9, precision + recall), "num_patches": len(truth)}
+
+
+@torch.no_grad()
 def evaluate_semantics(probe: SemanticProbe, scans: list[RenderedScan],
                        train_labels: torch.Tensor | None = None) -> dict[str, float]:
     """Per-merged-patch accuracy on ``scans`` vs. chance (always predicting the most frequent class of
     ``train_labels``, else of the evaluated labels); ``object_accuracy`` over the patches whose label is an
     object category (not background), where the majority-class predictor scores 0."""
-    was = probe.training
-    probe.eval()
     images, labels = _frames(scans)
-    pred = []
-    for k in range(0, len(images), 32):
-        pv, g = _qwen_pixels(images[k:k + 32])
-        pred.append(probe(pv, g).argmax(-1))
-    probe.train(was)
-    pred, flat = torch.cat(pred), labels.reshape(-1)
+    pred, flat = _still_logits(probe, images).argmax(-1), labels.reshape(-1)
     obj = flat != 0
     ref = (train_labels if train_labels is not None else labels).reshape(-1)
     majority = int(torch.bincount(ref, minlength=len(SEMANTIC_CLASSES)).argmax())
@@ -583,11 +641,13 @@ def pretrain_vit(cfg: SemanticPretrainConfig, log=print) -> Path:
     model = tiny_model(tok, seed=cfg.seed, llm_init=cfg.llm_init, text_overrides=cfg.text_overrides,
                        vision_overrides=cfg.vision_overrides)
     torch.manual_seed(cfg.seed)
-    probe = SemanticProbe(model.model.visual)
+    probe = SemanticProbe.for_target(model.model.visual, cfg.target)
     train = render_scans(cfg.num_train_scenes, 0, cfg.seed, cfg.width, cfg.height, cfg.frames_per_scene)
     held = render_scans(cfg.num_eval_scenes, cfg.num_train_scenes, cfg.seed, cfg.width, cfg.height,
                         cfg.frames_per_scene)
     images, labels = _frames(train)
+    presence = (patch_presence(torch.cat([s.labels for s in train]), cfg.presence_min_pixels)
+                if cfg.target == "presence" else None)  # [N, h, w, C − 1]
     pixels = [_qwen_pixels(images[k:k + 1]) for k in range(len(images))]  # per frame: ([h·w, 1176], [1, 3])
     opt = torch.optim.AdamW(probe.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -601,23 +661,35 @@ def pretrain_vit(cfg: SemanticPretrainConfig, log=print) -> Path:
             ix = starts[torch.randint(len(starts), (cfg.batch_size,), generator=gen)].tolist()
             pv = torch.cat([_video_pair(pixels[i][0], pixels[i + cfg.video_pairs][0]) for i in ix])
             g = torch.cat([pixels[i][1] for i in ix])
-            k = len(SEMANTIC_CLASSES)
-            target = 0.5 * (F.one_hot(labels[ix].reshape(-1), k) +
-                            F.one_hot(labels[[i + cfg.video_pairs for i in ix]].reshape(-1), k)).float()
-            loss = F.cross_entropy(probe(pv, g), target)
+            second = [i + cfg.video_pairs for i in ix]
+            if presence is not None:  # [B·h·w, 2(C − 1)]: slot 0 = frame i, slot 1 = frame i + k
+                loss = F.binary_cross_entropy_with_logits(probe(pv, g), torch.cat(
+                    [presence[ix], presence[second]], -1).reshape(len(ix) * presence[0, ..., 0].numel(), -1))
+            else:
+                k = len(SEMANTIC_CLASSES)
+                target = 0.5 * (F.one_hot(labels[ix].reshape(-1), k) +
+                                F.one_hot(labels[second].reshape(-1), k)).float()
+                loss = F.cross_entropy(probe(pv, g), target)
         else:
             ix = torch.randint(len(images), (cfg.batch_size,), generator=gen).tolist()
             pv = torch.cat([pixels[i][0] for i in ix])
             g = torch.cat([pixels[i][1] for i in ix])
-            loss = F.cross_entropy(probe(pv, g), labels[ix].reshape(-1))
+            if presence is not None:  # a still frame fills both temporal slots
+                loss = F.binary_cross_entropy_with_logits(probe(pv, g), torch.cat(
+                    [presence[ix], presence[ix]], -1).reshape(len(ix) * presence[0, ..., 0].numel(), -1))
+            else:
+                loss = F.cross_entropy(probe(pv, g), labels[ix].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             history.append({"step": step, "loss": round(float(loss.detach()), 4), "time_s": round(time.time() - t0, 1)})
             if log is not None:
-                log(f"step {step:4d}  ce {float(loss.detach()):.3f}")
-    metrics = {"held_out": evaluate_semantics(probe, held, labels) if held else None}
+                log(f"step {step:4d}  {'bce' if presence is not None else 'ce'} {float(loss.detach()):.3f}")
+    if cfg.target == "presence":
+        metrics = {"held_out": evaluate_presence(probe, held, cfg.presence_min_pixels) if held else None}
+    else:
+        metrics = {"held_out": evaluate_semantics(probe, held, labels) if held else None}
     model.eval()
     save_qwen_part(model, out, tok)
     save_file({k: v.detach().contiguous() for k, v in probe.head.state_dict().items()},
