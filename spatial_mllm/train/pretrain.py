@@ -17,10 +17,10 @@ K, camera-from-world extrinsics in OpenCV axes), so both priors can be learned o
   cross-entropy against the majority category of each 28×28 block (from the instance masks; walls / floor /
   ceiling are ``"background"``), or (``target="presence"``) with a per-category sigmoid per temporal slot:
   is the category present (>= ``presence_min_pixels``) in that block of that frame. Most objects at 112×84
-  cover less than a block (median 530 px of 784) and are never a block's majority, so the majority target
-  leaves them out of the tokens; presence keeps every visible object and which frame of the pair shows it
-  — what a question about counts or order needs (the mini study, README finding 8). No depth or pose target reaches it, so the 2D branch gets semantics and no
-  metric geometry. Saves a plain Qwen2.5-VL checkpoint (tiny text model untouched, ViT pretrained) with
+  cover less than a block (median 530 px of 784; 40 % of the visible ones are never a block's majority),
+  so the majority target leaves them out of the tokens; presence keeps every visible object and which
+  frame of the pair shows it — what a question about counts or order needs (the mini study, README
+  finding 8). No depth or pose target reaches it, so the 2D branch gets semantics and no metric geometry. Saves a plain Qwen2.5-VL checkpoint (tiny text model untouched, ViT pretrained) with
   the tiny tokenizer, which ``from_qwen_and_vggt(qwen_dir, vggt_dir)`` and (``connector="none"``)
   ``SpatialMLLMForConditionalGeneration.from_pretrained(qwen_dir)`` accept; the head is saved beside it
   (``semantic_head.safetensors``).
