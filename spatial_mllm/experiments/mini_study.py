@@ -9,7 +9,8 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    VGGT's losses (``geometry`` = :class:`~spatial_mllm.train.pretrain.GeometryPretrainConfig` fields), and the
    tiny Qwen ViT for per-patch semantics (``semantic`` = :class:`~spatial_mllm.train.pretrain.
    SemanticPretrainConfig` fields; the mini preset's ``target: presence`` makes each video token say which
-   categories cover part of its block in each of its two frames, small objects included). Both see rooms of their own seed (``pretrain_seed``), not the QA rooms.
+   categories cover part of its block in each of its two frames, small objects included). Both see rooms
+   of their own seed (``pretrain_seed``), not the QA rooms.
    The same VGGT architecture at the exact random init the pretraining started from is saved as the
    control (``pretrain/vggt_random``). Held-out depth AbsRel / δ<1.25 and relative-pose errors of both go
    to ``tables/07_encoders.csv``.
@@ -20,8 +21,8 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    random frame draws; with ``grounding_balance`` balanced per category, so the category named cannot tell
    the answer). Every variant and seed starts its SFT from this model: the miniature of the pretrained
    Qwen2.5-VL the paper starts from. ``grounding_mix`` (mini preset: 0.3) also mixes grounding rows into
-   each SFT (the same rows and order for every variant), so that the spatial SFT keeps the reading. The grounded
-   model is checked on the val rooms' grounding questions, own frames vs another val room's
+   each SFT (the same rows and order for every variant), so that the spatial SFT keeps the reading. The
+   grounded model is checked on the val rooms' grounding questions, own frames vs another val room's
    (:func:`grounding_validation`, in ``pretrain/qwen_grounded/run.json``).
 3. **Variants with identical budgets** (:data:`VARIANTS`): ``2d_only`` (``connector=none``: Qwen2.5-VL
    alone), ``vggt_pretrained`` (2D + the pretrained VGGT through the v1.1 ``mlp_add`` connector) and

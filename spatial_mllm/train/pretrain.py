@@ -20,8 +20,9 @@ K, camera-from-world extrinsics in OpenCV axes), so both priors can be learned o
   cover less than a block (median 530 px of 784; 40 % of the visible ones are never a block's majority),
   so the majority target leaves them out of the tokens; presence keeps every visible object and which
   frame of the pair shows it — what a question about counts or order needs (the mini study, README
-  finding 8). No depth or pose target reaches it, so the 2D branch gets semantics and no metric geometry. Saves a plain Qwen2.5-VL checkpoint (tiny text model untouched, ViT pretrained) with
-  the tiny tokenizer, which ``from_qwen_and_vggt(qwen_dir, vggt_dir)`` and (``connector="none"``)
+  finding 8). No depth or pose target reaches it, so the 2D branch gets semantics and no metric geometry.
+  Saves a plain Qwen2.5-VL checkpoint (tiny text model untouched, ViT pretrained) with the tiny tokenizer,
+  which ``from_qwen_and_vggt(qwen_dir, vggt_dir)`` and (``connector="none"``)
   ``SpatialMLLMForConditionalGeneration.from_pretrained(qwen_dir)`` accept; the head is saved beside it
   (``semantic_head.safetensors``).
 
@@ -491,25 +492,25 @@ SEMANTIC_CLASSES: tuple[str, ...] = _semantic_classes()  # index 0 = walls / flo
 SEMANTIC_TARGETS = ("majority", "presence")
 
 
+def _block_class_counts(labels: torch.Tensor, block: int) -> torch.Tensor:
+    """Pixels of each class per ``block × block`` block: ``[..., H, W]`` → ``[..., H/block, W/block, C]``."""
+    *lead, H, W = labels.shape
+    x = labels.reshape(-1, H // block, block, W // block, block).permute(0, 1, 3, 2, 4)
+    x = x.reshape(-1, H // block, W // block, block * block)  # [N, h, w, block²]
+    return F.one_hot(x, len(SEMANTIC_CLASSES)).sum(-2).reshape(*lead, H // block, W // block, -1)
+
+
 def patch_presence(labels: torch.Tensor, min_pixels: int, block: int = 28) -> torch.Tensor:
     """Object categories present per ``block × block`` pixel block: ``[..., H, W]`` class indices →
     ``[..., H/block, W/block, C - 1]`` float (1 where category ``c + 1`` covers ``>= min_pixels`` pixels of
     the block; background excluded), row-major like Qwen's merged tokens."""
-    *lead, H, W = labels.shape
-    x = labels.reshape(-1, H // block, block, W // block, block).permute(0, 1, 3, 2, 4)
-    x = x.reshape(-1, H // block, W // block, block * block)  # [N, h, w, block²]
-    counts = F.one_hot(x, len(SEMANTIC_CLASSES)).sum(-2)[..., 1:]  # [N, h, w, C - 1]
-    return (counts >= min_pixels).float().reshape(*lead, H // block, W // block, len(SEMANTIC_CLASSES) - 1)
+    return (_block_class_counts(labels, block)[..., 1:] >= min_pixels).float()
 
 
 def patch_labels(labels: torch.Tensor, block: int = 28) -> torch.Tensor:
     """Majority class per ``block × block`` pixel block: ``[..., H, W]`` → ``[..., H/block, W/block]``
     (ties → lowest class index), row-major like Qwen's merged tokens."""
-    *lead, H, W = labels.shape
-    x = labels.reshape(-1, H // block, block, W // block, block).permute(0, 1, 3, 2, 4)
-    x = x.reshape(-1, H // block, W // block, block * block)  # [N, h, w, block²]
-    counts = F.one_hot(x, len(SEMANTIC_CLASSES)).sum(-2)  # [N, h, w, C]
-    return counts.argmax(-1).reshape(*lead, H // block, W // block)
+    return _block_class_counts(labels, block).argmax(-1)
 
 
 def _qwen_pixels(images: torch.Tensor):
@@ -659,26 +660,22 @@ def pretrain_vit(cfg: SemanticPretrainConfig, log=print) -> Path:
     for step in range(cfg.steps):
         if cfg.video_pairs:
             ix = starts[torch.randint(len(starts), (cfg.batch_size,), generator=gen)].tolist()
-            pv = torch.cat([_video_pair(pixels[i][0], pixels[i + cfg.video_pairs][0]) for i in ix])
-            g = torch.cat([pixels[i][1] for i in ix])
-            second = [i + cfg.video_pairs for i in ix]
-            if presence is not None:  # [B·h·w, 2(C − 1)]: slot 0 = frame i, slot 1 = frame i + k
-                loss = F.binary_cross_entropy_with_logits(probe(pv, g), torch.cat(
-                    [presence[ix], presence[second]], -1).reshape(len(ix) * presence[0, ..., 0].numel(), -1))
-            else:
-                k = len(SEMANTIC_CLASSES)
-                target = 0.5 * (F.one_hot(labels[ix].reshape(-1), k) +
-                                F.one_hot(labels[second].reshape(-1), k)).float()
-                loss = F.cross_entropy(probe(pv, g), target)
+            second = [i + cfg.video_pairs for i in ix]  # temporal slot 1's frames
+            pv = torch.cat([_video_pair(pixels[i][0], pixels[j][0]) for i, j in zip(ix, second)])
         else:
             ix = torch.randint(len(images), (cfg.batch_size,), generator=gen).tolist()
+            second = ix  # a still frame fills both temporal slots
             pv = torch.cat([pixels[i][0] for i in ix])
-            g = torch.cat([pixels[i][1] for i in ix])
-            if presence is not None:  # a still frame fills both temporal slots
-                loss = F.binary_cross_entropy_with_logits(probe(pv, g), torch.cat(
-                    [presence[ix], presence[ix]], -1).reshape(len(ix) * presence[0, ..., 0].numel(), -1))
-            else:
-                loss = F.cross_entropy(probe(pv, g), labels[ix].reshape(-1))
+        logits = probe(pv, torch.cat([pixels[i][1] for i in ix]))  # [B·h·w, outputs]
+        if presence is not None:  # targets [B·h·w, 2(C − 1)]: slot 0's categories, then slot 1's
+            loss = F.binary_cross_entropy_with_logits(
+                logits, torch.cat([presence[ix], presence[second]], -1).reshape(len(logits), -1))
+        elif cfg.video_pairs:
+            k = len(SEMANTIC_CLASSES)
+            loss = F.cross_entropy(logits, 0.5 * (F.one_hot(labels[ix].reshape(-1), k) +
+                                                  F.one_hot(labels[second].reshape(-1), k)).float())
+        else:
+            loss = F.cross_entropy(logits, labels[ix].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
