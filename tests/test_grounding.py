@@ -5,7 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from spatial_mllm.data.grounding import grounding_records, visible_instances, write_grounding_file
+from spatial_mllm.data.grounding import (
+    DEFAULT_TYPES,
+    GROUNDING_TYPES,
+    frame_categories,
+    grounding_records,
+    visible_instances,
+    write_grounding_file,
+)
 from spatial_mllm.data.synthetic import CATALOG
 
 CATS = {1: "chair", 2: "chair", 3: "lamp", 4: "table", 5: "bed", 6: "sofa", 7: "chair"}
@@ -157,3 +164,26 @@ def test_balanced_file_leaves_the_category_no_answer_prior(tmp_path):
     # both rooms are the same scene: every category has one answer in both, so presence/counting all go
     kinds = {json.loads(line)["question_type"] for line in p1.read_text().splitlines()}
     assert kinds == {"visible_objects", "first_visible"}
+
+
+def test_frame_objects_lists_each_shown_frame_and_leaves_the_other_types_as_they_were(tmp_path):
+    d = _scene(tmp_path)
+    kw = dict(min_pixels=30, max_per_type=6, random_subsets=1)
+    base = grounding_records(d, "synthetic/room/video.mp4", 4, np.random.default_rng(5), **kw)
+    full = grounding_records(d, "synthetic/room/video.mp4", 4, np.random.default_rng(5), **kw,
+                             types=GROUNDING_TYPES)
+    frames = [r for r in full if r["question_type"] == "frame_objects"]
+    assert [r for r in full if r["question_type"] != "frame_objects"] == base  # the same draws, in the same order
+    assert len(frames) == 2 and {r["question_type"] for r in base} == set(DEFAULT_TYPES)
+    # shown frames 0, 2, 5, 7: chair 40 px (bed 12 px is below 30); lamp; chair 30 px + bed; table (chair 7: 29 px)
+    assert frames[0]["ground_truth"] == "1: chair. 2: lamp. 3: bed, chair. 4: table."
+    assert frames[0]["conversations"][1]["value"] == frames[0]["ground_truth"]
+    assert "frame_indices" not in frames[0] and len(frames[1]["frame_indices"]) == 4
+    ids = np.zeros((2, 4, 4), np.int32)
+    ids[1].flat[:] = 1
+    assert frame_categories(ids, np.array([1, 0]), {1: "sofa"}, 16) == [["sofa"], []]
+    only = grounding_records(d, "synthetic/room/video.mp4", 4, np.random.default_rng(5), types=("frame_objects",))
+    assert [r["question_type"] for r in only] == ["frame_objects"]
+    assert "3: nothing." not in only[0]["ground_truth"]
+    with pytest.raises(ValueError, match="counting"):
+        grounding_records(d, "synthetic/room/video.mp4", 4, np.random.default_rng(5), types=("counting",))

@@ -17,6 +17,7 @@ import torch  # noqa: E402
 
 from spatial_mllm.config import ConfigError, load_params  # noqa: E402
 from spatial_mllm.data.formats import is_multiple_choice  # noqa: E402
+from spatial_mllm.data.grounding import DEFAULT_TYPES, GROUNDING_TYPES  # noqa: E402
 from spatial_mllm.eval.vsibench import score  # noqa: E402
 from spatial_mllm.experiments import mini_study as ms  # noqa: E402
 from spatial_mllm.experiments.mini_study import MiniStudyConfig  # noqa: E402
@@ -246,7 +247,7 @@ def _micro(out: Path) -> MiniStudyConfig:
                       target="presence", text_overrides={"num_hidden_layers": 1}),
         max_steps=3, global_batch_size=4, per_device_train_batch_size=4, sft_overrides={"encoder_cache": True},
         eval_limit=12, eval_batch_size=12, bootstrap_samples=200, grounding_steps=2, grounding_random_subsets=1,
-        grounding_mix=0.5, data_overrides={"instance_counts": [1, 2, 3]})
+        grounding_mix=0.5, grounding_types=list(GROUNDING_TYPES), data_overrides={"instance_counts": [1, 2, 3]})
 
 
 @pytest.mark.timeout(600)
@@ -281,6 +282,7 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path):
     train_scenes = set(json.loads((cfg.data_dir() / "splits.json").read_text())["train"])
     assert {g["video"].split("/")[1] for g in grounding} <= train_scenes
     assert any("frame_indices" in g for g in grounding) and any("frame_indices" not in g for g in grounding)
+    assert {g["question_type"] for g in grounding} >= {"frame_objects", "visible_presence"}
     # the grounded model's reading check ran on the val rooms' questions, own frames vs another val room's
     val_rooms = set(json.loads((cfg.data_dir() / "splits.json").read_text())["val"])
     val_rows = [json.loads(x) for x in (cfg.grounded_path() / "val_grounding.jsonl").read_text().splitlines()]
@@ -299,8 +301,11 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path):
     cov = ms.sampling_coverage(cfg)
     cols = ["uniform", "space_aware", "space_aware_gt"]
     assert ((cov[cols] > 0) & (cov[cols] <= 1)).all().all()
-    assert set(table["variant"]) == {"2d_only", "vggt_pretrained", "frequency"}
+    assert set(table["variant"]) == {"2d_only", "vggt_pretrained", "frequency", "visible_reader"}
     assert set(table["sampling"]) == {"uniform", "space_aware", "space_aware_gt", "other_room", "-"}
+    # the visible-instance reader is scored with every sampling's frames, the other room's too
+    assert set(table[table["variant"] == "visible_reader"]["sampling"]) == set(cfg.samplings)
+    assert {"frames_tell", "space_aware_frames_tell", "space_aware_gt_frames_tell"} <= set(con["claim"])
     # the space-aware samplings are scored for the full model only (space_aware_variants)
     assert set(table[table["variant"] == "2d_only"]["sampling"]) == {"uniform", "other_room"}
     conf = ms.counting_confusion(cfg, "vggt_pretrained")
@@ -330,6 +335,8 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path):
         assert (cfg.out() / "eval" / cfg.eval_name("vggt_pretrained", s, 1) / "predictions.jsonl").read_bytes() == b, s
     with pytest.raises(ValueError, match="other grounding settings"):
         ms.ground_llm(cfg.replace(grounding_lr=1e-2), log=lambda *a: None)
+    with pytest.raises(ValueError, match="other grounding settings \\(types"):
+        ms.build_grounding_data(cfg.replace(grounding_types=["visible_presence"]))
     changed = cfg.replace(geometry={**cfg.geometry, "steps": 4})
     with pytest.raises(ValueError, match="other geometry settings \\(steps"):
         ms.pretrain_encoders(changed, log=lambda *a: None)
@@ -351,3 +358,15 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path):
     for fig in (plot_study_per_task(table), plot_contrasts(con), plot_geometry_examples(ex)):
         assert fig.axes
         plt.close(fig)
+
+
+def test_same_params_reads_a_setting_added_later_as_the_value_older_runs_had(tmp_path):
+    """A record written before ``grounding_types`` existed was made with the default types: it is reused at
+    the default and refused (naming the key) otherwise."""
+    record = tmp_path / "grounding.json"
+    record.write_text(json.dumps({"seed": 0, "mix": 0.3}))
+    ms._same_params(record, {"seed": 0, "mix": 0.3, "types": list(DEFAULT_TYPES)}, "grounding", key=None)
+    with pytest.raises(ValueError, match="types"):
+        ms._same_params(record, {"seed": 0, "mix": 0.3, "types": list(GROUNDING_TYPES)}, "grounding", key=None)
+    with pytest.raises(ValueError, match="mix"):
+        ms._same_params(record, {"seed": 0, "mix": 0.5, "types": list(DEFAULT_TYPES)}, "grounding", key=None)

@@ -20,6 +20,10 @@ Question types (answers as in VSI-Bench: a number, a word, or an option letter):
 * ``visible_objects`` — "Which objects can be seen in this video, and how many of each?": every visible
   category with its count, by name ("bed 1, chair 2, lamp 1"); one per video. A dense target: each of its
   tokens is a decision only the frames settle.
+* ``frame_objects`` — "Which objects can be seen in each frame of this video?": the categories each shown
+  frame shows, frame by frame ("1: bed, chair. 2: chair. 3: nothing. ..."); one per video, not in the default
+  set (``types``). Dense *and* temporal: it asks which frame shows what, the reading behind appearance order,
+  counts over frames and which objects are seen together.
 
 Answer priors: per video, presence is balanced, but not per category: a door is in nearly every room,
 so "is there a door?" is "yes" from the text alone (on the mini study's rooms the category's majority answer
@@ -47,9 +51,10 @@ from spatial_mllm.data.formats import SFT_MCA_POST, SFT_NA_POST, write_jsonl
 from spatial_mllm.data.synthetic import CATALOG
 from spatial_mllm.data.video import uniform_frame_indices
 
-__all__ = ["GROUNDING_TYPES", "visible_instances", "grounding_records", "balance_answers", "write_grounding_file"]
+__all__ = ["GROUNDING_TYPES", "DEFAULT_TYPES", "frame_categories", "visible_instances", "grounding_records", "balance_answers", "write_grounding_file"]
 
-GROUNDING_TYPES = ("visible_counting", "visible_presence", "first_visible", "visible_objects")
+GROUNDING_TYPES = ("visible_counting", "visible_presence", "first_visible", "visible_objects", "frame_objects")
+DEFAULT_TYPES = GROUNDING_TYPES[:4]
 _LETTERS = "ABCD"
 
 
@@ -69,6 +74,17 @@ def visible_instances(instance_ids: np.ndarray, frames: np.ndarray, min_pixels: 
     return first
 
 
+def frame_categories(instance_ids: np.ndarray, frames: np.ndarray, category: dict[int, str],
+                     min_pixels: int) -> list[list[str]]:
+    """Per shown frame (display order), the sorted distinct categories whose instances cover >= ``min_pixels``
+    pixels in it (each instance on its own, as :func:`visible_instances` counts)."""
+    out = []
+    for f in frames:
+        ids, counts = np.unique(instance_ids[int(f)], return_counts=True)
+        out.append(sorted({category[int(i)] for i in ids[(counts >= min_pixels) & (ids > 0)] if int(i) in category}))
+    return out
+
+
 def _record(video: str, frame_indices: list[int] | None, question: str, answer: str, qtype: str,
             options: list[str] | None = None) -> dict:
     post = SFT_MCA_POST if options else SFT_NA_POST
@@ -81,7 +97,7 @@ def _record(video: str, frame_indices: list[int] | None, question: str, answer: 
 
 def grounding_records(scene_dir: str | os.PathLike, video: str, num_frames: int, rng: np.random.Generator, *,
                       min_pixels: int = 30, max_per_type: int = 6, random_subsets: int = 0,
-                      balance: bool = False) -> list[dict]:
+                      balance: bool = False, types: tuple[str, ...] = DEFAULT_TYPES) -> list[dict]:
     """The grounding questions of one rendered room (SFT records, ``train_sft.jsonl``'s format).
 
     Args:
@@ -96,7 +112,12 @@ def grounding_records(scene_dir: str | os.PathLike, video: str, num_frames: int,
             questions; their records carry ``frame_indices``.
         balance: presence asks every catalog category (yes: seen; no: not one pixel in the shown frames),
             for :func:`balance_answers` to balance per category over many rooms.
+        types: the question types to write (of ``GROUNDING_TYPES``); the draws of the others do not depend
+            on it, so adding ``frame_objects`` leaves the other records as they were.
     """
+    unknown = sorted(set(types) - set(GROUNDING_TYPES))
+    if unknown or not types:
+        raise ValueError(f"grounding types {unknown or list(types)}: expected a non-empty subset of {GROUNDING_TYPES}")
     scene_dir = Path(scene_dir)
     try:
         with np.load(scene_dir / "frames.npz") as z:
@@ -106,15 +127,16 @@ def grounding_records(scene_dir: str | os.PathLike, video: str, num_frames: int,
         raise ValueError(f"{scene_dir}: cannot read frames.npz instance_ids / scene.json objects ({e})") from e
     category = {int(o["instance_id"]): o["category"] for o in objects}
     out = _questions(ids, category, uniform_frame_indices(len(ids), num_frames), None, video, rng, min_pixels,
-                     max_per_type, balance)
+                     max_per_type, balance, types)
     for _ in range(random_subsets):
         frames = np.sort(rng.choice(len(ids), size=min(num_frames, len(ids)), replace=False))
         out += _questions(ids, category, frames, [int(f) for f in frames], video, rng, min_pixels, max_per_type,
-                          balance)
+                          balance, types)
     return out
 
 
-def _questions(ids, category, frames, frame_indices, video, rng, min_pixels, max_per_type, balance) -> list[dict]:
+def _questions(ids, category, frames, frame_indices, video, rng, min_pixels, max_per_type, balance,
+               types) -> list[dict]:
     seen = {i: pos for i, pos in visible_instances(ids, frames, min_pixels).items() if i in category}
     per_cat: dict[str, list[int]] = {}
     for iid, pos in seen.items():
@@ -163,7 +185,12 @@ def _questions(ids, category, frames, frame_indices, video, rng, min_pixels, max
         options = [f"{_LETTERS[j]}. {c}" for j, c in enumerate(pick)]
         out.append(_record(video, frame_indices, "Which of these objects is seen first in this video?",
                            _LETTERS[pick.index(answer)], "first_visible", options))
-    return out
+    # what each frame shows, frame by frame
+    per_frame = frame_categories(ids, frames, category, min_pixels)
+    out.append(_record(video, frame_indices, "Which objects can be seen in each frame of this video?",
+                       " ".join(f"{k + 1}: {', '.join(c) if c else 'nothing'}." for k, c in enumerate(per_frame)),
+                       "frame_objects"))
+    return [r for r in out if r["question_type"] in types]
 
 
 def _asked_category(record: dict) -> str:
@@ -198,7 +225,8 @@ def balance_answers(records: list[dict], rng: np.random.Generator) -> list[dict]
 
 def write_grounding_file(data_dir: str | os.PathLike, scene_names: list[str], path: str | os.PathLike,
                          num_frames: int, seed: int, *, min_pixels: int = 30, max_per_type: int = 6,
-                         random_subsets: int = 0, balance: bool = False) -> Path:
+                         random_subsets: int = 0, balance: bool = False,
+                         types: tuple[str, ...] = DEFAULT_TYPES) -> Path:
     """Grounding records of ``scene_names`` (``<data_dir>/synthetic/<scene>``) to ``path`` (JSONL), in
     scene order; deterministic in ``seed`` (each room draws from ``(seed, its position)``); with ``balance``
     balanced per category over all the rooms (:func:`balance_answers`, drawn from ``(seed, 2**31)``)."""
@@ -208,7 +236,7 @@ def write_grounding_file(data_dir: str | os.PathLike, scene_names: list[str], pa
         rng = np.random.default_rng([seed, i])
         records += grounding_records(data_dir / "synthetic" / name, f"synthetic/{name}/video.mp4", num_frames,
                                      rng, min_pixels=min_pixels, max_per_type=max_per_type,
-                                     random_subsets=random_subsets, balance=balance)
+                                     random_subsets=random_subsets, balance=balance, types=tuple(types))
     if balance:
         records = balance_answers(records, np.random.default_rng([seed, 2**31]))
     if not records:

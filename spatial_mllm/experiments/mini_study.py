@@ -91,6 +91,8 @@ from typing import Any, Literal
 import numpy as np
 
 from spatial_mllm.config import StageConfig, register_params, resolve_path
+from spatial_mllm.data.grounding import DEFAULT_TYPES as GROUNDING_DEFAULT_TYPES
+from spatial_mllm.data.grounding import GROUNDING_TYPES
 
 __all__ = [
     "MiniStudyConfig",
@@ -125,7 +127,10 @@ VARIANTS: dict[str, tuple[str, str | None]] = {
     "vggt_random": ("mlp_add", "random"),
 }
 VARIANT_LABELS = {"2d_only": "2D only", "vggt_pretrained": "2D + pretrained VGGT",
-                  "vggt_random": "2D + random-init VGGT", "frequency": "frequency baseline"}
+                  "vggt_random": "2D + random-init VGGT", "frequency": "frequency baseline",
+                  "visible_reader": "visible-instance reader"}
+#: the non-learned reader of the shown frames' exact 2D content (spatial_mllm/experiments/visible_reader.py)
+READER = "visible_reader"
 SAMPLINGS = ("uniform", "space_aware", "space_aware_gt", "other_room")
 #: samplings that pick frames by voxel coverage (scored only for ``space_aware_variants``)
 SPACE_AWARE = ("space_aware", "space_aware_gt")
@@ -204,6 +209,9 @@ class MiniStudyConfig(StageConfig):
     grounding_balance: bool = field(default=True, metadata={
         "help": "balance the grounding questions per category (as many yes as no per category; no count more "
                 "frequent than the category's next one), so that the category named cannot tell the answer"})
+    grounding_types: list[str] = field(default_factory=lambda: list(GROUNDING_DEFAULT_TYPES), metadata={
+        "help": "grounding question types (spatial_mllm/data/grounding.py GROUNDING_TYPES); frame_objects adds "
+                "a frame-by-frame list of what each shown frame shows"})
     grounding_mix: float = field(default=0.3, metadata={
         "help": "grounding rows added to every variant's spatial SFT, as a fraction of its rows (0 = none; "
                 "the mini preset keeps 0.3 so the SFT keeps the reading, chosen on val rooms: README)"})
@@ -253,6 +261,10 @@ class MiniStudyConfig(StageConfig):
                 or self.grounding_random_subsets < 0:
             raise ValueError("need grounding_steps >= 0, grounding_mix >= 0, grounding_min_pixels >= 1 and "
                              "grounding_random_subsets >= 0")
+        bad = [t for t in self.grounding_types if t not in GROUNDING_TYPES]
+        if bad or not self.grounding_types or len(set(self.grounding_types)) != len(self.grounding_types):
+            raise ValueError(f"grounding_types: {self.grounding_types} must be distinct values from "
+                             f"{list(GROUNDING_TYPES)}")
         if self.max_steps < 1 or self.bootstrap_samples < 100 or not 0 < self.ci_level < 1:
             raise ValueError("need max_steps >= 1, bootstrap_samples >= 100 and 0 < ci_level < 1")
         if self.eval_limit is not None and self.eval_limit < 1:
@@ -419,7 +431,8 @@ def build_study_data(cfg: MiniStudyConfig, progress: bool = False) -> Path:
 def _grounding_settings(cfg: MiniStudyConfig) -> dict:
     return {"num_frames": cfg.num_frames, "min_pixels": cfg.grounding_min_pixels,
             "per_type": cfg.grounding_per_type, "seed": cfg.seed, "mix": cfg.grounding_mix,
-            "random_subsets": cfg.grounding_random_subsets, "balance": cfg.grounding_balance}
+            "random_subsets": cfg.grounding_random_subsets, "balance": cfg.grounding_balance,
+            "types": list(cfg.grounding_types)}
 
 
 def build_grounding_data(cfg: MiniStudyConfig) -> Path:
@@ -438,7 +451,7 @@ def build_grounding_data(cfg: MiniStudyConfig) -> Path:
         train = json.loads((d / "splits.json").read_text())["train"]
         write_grounding_file(d, train, path, cfg.num_frames, cfg.seed, min_pixels=cfg.grounding_min_pixels,
                              max_per_type=cfg.grounding_per_type, random_subsets=cfg.grounding_random_subsets,
-                             balance=cfg.grounding_balance)
+                             balance=cfg.grounding_balance, types=tuple(cfg.grounding_types))
     if cfg.grounding_mix and not (d / cfg.sft_file()).is_file():
         rows, extra = read_jsonl(d / "train_sft.jsonl"), read_jsonl(path)
         pick = np.random.default_rng([cfg.seed, 7]).permutation(len(extra))[:round(cfg.grounding_mix * len(rows))]
@@ -533,11 +546,18 @@ def grounding_validation(cfg: MiniStudyConfig, model, processor) -> dict:
     return {**res, "questions": len(rows)}
 
 
+# Settings added after studies were run, with the value every earlier run had: a record without the key was
+# made with that value (so an older study folder is reused when the setting is left at it).
+_ADDED_LATER = {"target": "majority", "presence_min_pixels": 16, "types": list(GROUNDING_DEFAULT_TYPES),
+                "grounding_types": list(GROUNDING_DEFAULT_TYPES)}
+
+
 def _same_params(path: Path, expected: dict, what: str, key: str | None = "params") -> None:
     """Resuming must not mix settings: the finished part at ``path`` (a run.json with ``params``, or a plain
     record) must have been made with ``expected`` (paths aside); else an error names the keys that differ."""
     got = json.loads(path.read_text())
     got = got[key] if key else got
+    got = {**{k: v for k, v in _ADDED_LATER.items() if k not in got and k in expected}, **got}
     skip = {"out_dir", "output_dir"}
     diff = sorted(k for k in set(got) | set(expected) if k not in skip and got.get(k) != expected.get(k))
     if diff:
@@ -746,6 +766,33 @@ def _frequency_baseline(cfg: MiniStudyConfig, rows: list[dict]) -> None:
     evaluate_vsibench(ec, FrequencyBaseline(fit), rows=rows)
 
 
+def reader_samplings(cfg: MiniStudyConfig) -> list[str]:
+    """The samplings the visible-instance reader is scored with: every sampling of the study (the
+    space-aware ones when some variant is scored with them)."""
+    return [s for s in cfg.samplings if s not in SPACE_AWARE or cfg.space_aware_variants]
+
+
+def _visible_reader(cfg: MiniStudyConfig, rows: list[dict]) -> None:
+    """Score :class:`~spatial_mllm.experiments.visible_reader.VisibleReader` (fitted on the train rooms'
+    questions, uniform frames) on the test questions with each sampling's frames: ``eval/07_visible_reader_<s>``.
+    What the frames tell a reader of their exact 2D content; its own − other gap bounds the blind control's."""
+    from spatial_mllm.eval.vsibench import EvalConfig, build_items, evaluate_vsibench, load_vsibench
+    from spatial_mllm.experiments.visible_reader import VisibleReader
+
+    todo = [s for s in reader_samplings(cfg) if not (cfg.out() / "eval" / f"07_{READER}_{s}" / "scores.json").is_file()]
+    if not todo:
+        return
+    fit = build_items(load_vsibench(str(cfg.data_dir() / "train_vsibench.jsonl")), prompt_style="sft",
+                      video_root=cfg.data_dir(), num_frames=cfg.num_frames)
+    reader = VisibleReader(fit, min_pixels=cfg.grounding_min_pixels)
+    for sampling in todo:
+        ec = EvalConfig(output_dir=str(cfg.out() / "eval" / f"07_{READER}_{sampling}"),
+                        source=str(cfg.data_dir() / "test_vsibench.jsonl"), video_root=str(cfg.data_dir()),
+                        prompt_style="sft", num_frames=cfg.num_frames, batch_size=256,
+                        frames_cache=str(cfg.frames_cache_path(sampling)) if sampling in SPACE_AWARE else None)
+        evaluate_vsibench(ec, reader, rows=other_room_rows(rows) if sampling == "other_room" else rows)
+
+
 def run_study(cfg: MiniStudyConfig, log=print) -> list[dict]:
     """Everything: data, encoders, frames cache, then per seed and variant SFT + scoring with each sampling
     (runs whose scores exist are skipped). Returns one status dict per (variant, seed)."""
@@ -764,6 +811,7 @@ def run_study(cfg: MiniStudyConfig, log=print) -> list[dict]:
             space_aware_cache(cfg, sampling)
     rows = cfg.eval_rows()
     _frequency_baseline(cfg, rows)
+    _visible_reader(cfg, rows)
     statuses = []
     if cfg.grounding_steps and not all(_scored(cfg, v, seed) for seed in cfg.seeds for v in cfg.variants):
         ground_llm(cfg, log=log)
@@ -832,6 +880,8 @@ def question_scores(cfg: MiniStudyConfig):
         for seed in cfg.seeds:
             add(cfg.out() / "eval" / cfg.eval_name(variant, sampling, seed), variant, sampling, [seed])
     add(cfg.out() / "eval" / "07_frequency", "frequency", "-", list(cfg.seeds))
+    for sampling in reader_samplings(cfg):
+        add(cfg.out() / "eval" / f"07_{READER}_{sampling}", READER, sampling, list(cfg.seeds))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -929,6 +979,13 @@ DIAGNOSTICS: dict[str, tuple[str, tuple[str, str], tuple[str, str]]] = {
     "reads_video_2d": ("The 2D-only model reads the video", ("2d_only", "uniform"), ("2d_only", "other_room")),
     "reads_video_random": ("The model with the random-init VGGT reads the video", ("vggt_random", "uniform"),
                            ("vggt_random", "other_room")),
+    "frames_tell": ("What the shown frames tell a reader of their exact 2D content (the visible-instance reader, "
+                    "own room vs another room's frames: how large the blind-control gap of a 2D reader can be)",
+                    (READER, "uniform"), (READER, "other_room")),
+    "space_aware_frames_tell": ("The mini VGGT's space-aware frames tell that reader more than uniform frames",
+                                (READER, "space_aware"), (READER, "uniform")),
+    "space_aware_gt_frames_tell": ("Space-aware frames chosen on ground-truth geometry tell that reader more "
+                                   "than uniform frames", (READER, "space_aware_gt"), (READER, "uniform")),
 }
 
 

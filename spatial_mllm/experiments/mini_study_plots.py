@@ -26,6 +26,8 @@ ARM_COLORS = {
     ("2d_only", "other_room"): "#deebf7", ("vggt_pretrained", "other_room"): "#fee6ce",
     ("vggt_random", "other_room"): "#efedf5",
     ("frequency", "-"): "#bdbdbd",
+    ("visible_reader", "uniform"): "#74c476", ("visible_reader", "space_aware"): "#31a354",
+    ("visible_reader", "space_aware_gt"): "#006d2c", ("visible_reader", "other_room"): "#e5f5e0",
 }
 
 TITLES = {"overall_macro": "overall (macro)", "overall_micro": "overall (micro)"}
