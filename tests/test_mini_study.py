@@ -45,6 +45,7 @@ def test_defaults_are_the_mini_preset():
     (dict(num_frames=3), "even"),
     (dict(width=100), "multiples of 28"),
     (dict(seeds=[0, 0]), "distinct"),
+    (dict(grounding_types=["visible_presence", "nope"]), "grounding_types"),
 ])
 def test_bad_config_names_the_key(bad, match):
     with pytest.raises((ValueError, ConfigError), match=match):
