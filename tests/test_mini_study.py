@@ -46,6 +46,7 @@ def test_defaults_are_the_mini_preset():
     (dict(width=100), "multiples of 28"),
     (dict(seeds=[0, 0]), "distinct"),
     (dict(grounding_types=["visible_presence", "nope"]), "grounding_types"),
+    (dict(reading_types=["room_size"]), "reading_types"),
 ])
 def test_bad_config_names_the_key(bad, match):
     with pytest.raises((ValueError, ConfigError), match=match):
@@ -248,7 +249,8 @@ def _micro(out: Path) -> MiniStudyConfig:
                       target="presence", text_overrides={"num_hidden_layers": 1}),
         max_steps=3, global_batch_size=4, per_device_train_batch_size=4, sft_overrides={"encoder_cache": True},
         eval_limit=12, eval_batch_size=12, bootstrap_samples=200, grounding_steps=2, grounding_random_subsets=1,
-        grounding_mix=0.5, grounding_types=list(GROUNDING_TYPES), data_overrides={"instance_counts": [1, 2, 3]})
+        grounding_mix=0.5, grounding_types=list(GROUNDING_TYPES), reading_steps=2,
+        reading_types=["object_counting", "room_size_estimation"], data_overrides={"instance_counts": [1, 2, 3]})
 
 
 @pytest.mark.timeout(600)
@@ -276,9 +278,16 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path):
     assert {r["scene_name"] for r in rows} <= test_scenes
     for sub in ("vggt", "vggt_random", "qwen", "qwen_s0", "qwen_s1", "qwen_grounded"):
         assert (cfg.study_dir() / "pretrain" / sub / "config.json").is_file(), sub
-    # every variant and seed starts from the one grounded LLM, trained on the train rooms' grounding questions
+    # every variant and seed starts from the one reading-stage LLM, which started from the grounded one
     assert {cfg.sft_config(v, s).model_name_or_path for v in cfg.variants for s in cfg.seeds} == {
-        str(cfg.grounded_path())}
+        str(cfg.reading_path())}
+    assert cfg.reading_config().model_name_or_path == str(cfg.grounded_path())
+    reading = [json.loads(x) for x in (cfg.data_dir() / "reading_train.jsonl").read_text().splitlines()]
+    assert reading and {r["question_type"] for r in reading} <= {"object_counting", "room_size_estimation"}
+    assert {r["video"].split("/")[1] for r in reading} <= set(json.loads((cfg.data_dir() / "splits.json").read_text())["train"])
+    rcheck = json.loads((cfg.reading_path() / "run.json").read_text())["val"]
+    assert rcheck and set(rcheck) <= {"object_counting", "room_size_estimation"}
+    assert all(set(v) == {"own", "other_room"} and all(0 <= x <= 100 for x in v.values()) for v in rcheck.values())
     grounding = [json.loads(x) for x in (cfg.data_dir() / "grounding_train.jsonl").read_text().splitlines()]
     train_scenes = set(json.loads((cfg.data_dir() / "splits.json").read_text())["train"])
     assert {g["video"].split("/")[1] for g in grounding} <= train_scenes
@@ -336,6 +345,8 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path):
         assert (cfg.out() / "eval" / cfg.eval_name("vggt_pretrained", s, 1) / "predictions.jsonl").read_bytes() == b, s
     with pytest.raises(ValueError, match="other grounding settings"):
         ms.ground_llm(cfg.replace(grounding_lr=1e-2), log=lambda *a: None)
+    with pytest.raises(ValueError, match="other reading settings"):
+        ms.reading_stage(cfg.replace(reading_types=["object_counting"]), log=lambda *a: None)
     with pytest.raises(ValueError, match="other grounding settings \\(types"):
         ms.build_grounding_data(cfg.replace(grounding_types=["visible_presence"]))
     changed = cfg.replace(geometry={**cfg.geometry, "steps": 4})

@@ -93,6 +93,7 @@ import numpy as np
 from spatial_mllm.config import StageConfig, register_params, resolve_path
 from spatial_mllm.data.grounding import DEFAULT_TYPES as GROUNDING_DEFAULT_TYPES
 from spatial_mllm.data.grounding import GROUNDING_TYPES
+from spatial_mllm.experiments.visible_reader import READ_TYPES
 
 __all__ = [
     "MiniStudyConfig",
@@ -105,6 +106,7 @@ __all__ = [
     "pretrain_encoders",
     "build_grounding_data",
     "ground_llm",
+    "reading_stage",
     "grounding_accuracy",
     "grounding_validation",
     "encoder_table",
@@ -138,7 +140,7 @@ SPACE_AWARE = ("space_aware", "space_aware_gt")
 # the mini preset's pretraining budgets (params/mini/07_mini_study.yaml)
 MINI_GEOMETRY = {"num_train_scenes": 96, "num_eval_scenes": 8, "frames_per_scene": 32, "seq_len": 4,
                  "frame_stride": 1, "steps": 1500, "batch_size": 8, "lr": 1e-3, "log_every": 100}
-MINI_SEMANTIC = {"num_train_scenes": 96, "num_eval_scenes": 8, "frames_per_scene": 16, "steps": 3000,
+MINI_SEMANTIC = {"num_train_scenes": 384, "num_eval_scenes": 8, "frames_per_scene": 16, "steps": 3000,
                  "batch_size": 16, "log_every": 500, "video_pairs": 2, "target": "presence",
                  "llm_init": "width_scaled",
                  "text_overrides": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4},
@@ -209,12 +211,21 @@ class MiniStudyConfig(StageConfig):
     grounding_balance: bool = field(default=True, metadata={
         "help": "balance the grounding questions per category (as many yes as no per category; no count more "
                 "frequent than the category's next one), so that the category named cannot tell the answer"})
-    grounding_types: list[str] = field(default_factory=lambda: list(GROUNDING_DEFAULT_TYPES), metadata={
+    grounding_types: list[str] = field(default_factory=lambda: list(GROUNDING_TYPES), metadata={
         "help": "grounding question types (spatial_mllm/data/grounding.py GROUNDING_TYPES); frame_objects adds "
                 "a frame-by-frame list of what each shown frame shows"})
     grounding_mix: float = field(default=0.3, metadata={
         "help": "grounding rows added to every variant's spatial SFT, as a fraction of its rows (0 = none; "
                 "the mini preset keeps 0.3 so the SFT keeps the reading, chosen on val rooms: README)"})
+    # ---- reading stage (identical for every variant) --------------------------------------------------
+    reading_steps: int = field(default=800, metadata={
+        "help": "steps of a second shared stage after grounding (0 = none): the grounded 2D model is trained on "
+                "the train rooms' spatial SFT rows of reading_types only; every variant and seed starts its SFT "
+                "from it"})
+    reading_types: list[str] = field(default_factory=lambda: list(READ_TYPES), metadata={
+        "help": "question types of the reading stage (default: those the shown frames answer, the "
+                "visible-instance reader's types)"})
+    reading_lr: float = field(default=1e-3, metadata={"help": "peak lr (LLM and merger) of the reading stage"})
     # ---- SFT budget (identical for every variant) -----------------------------------------------------
     max_steps: int = field(default=800, metadata={"help": "SFT optimizer steps per run"})
     global_batch_size: int = field(default=16, metadata={"help": "rows per optimizer step"})
@@ -261,6 +272,12 @@ class MiniStudyConfig(StageConfig):
                 or self.grounding_random_subsets < 0:
             raise ValueError("need grounding_steps >= 0, grounding_mix >= 0, grounding_min_pixels >= 1 and "
                              "grounding_random_subsets >= 0")
+        from spatial_mllm.data.formats import MCA_TYPES, NA_TYPES
+
+        bad = [t for t in self.reading_types if t not in NA_TYPES + MCA_TYPES]
+        if bad or not self.reading_types or self.reading_steps < 0 or self.reading_lr <= 0:
+            raise ValueError(f"reading_types: {self.reading_types} must be question types of "
+                             f"{list(NA_TYPES + MCA_TYPES)}; reading_steps >= 0, reading_lr > 0")
         bad = [t for t in self.grounding_types if t not in GROUNDING_TYPES]
         if bad or not self.grounding_types or len(set(self.grounding_types)) != len(self.grounding_types):
             raise ValueError(f"grounding_types: {self.grounding_types} must be distinct values from "
@@ -327,15 +344,38 @@ class MiniStudyConfig(StageConfig):
         """The grounding stage's output (a plain Qwen2.5-VL checkpoint, see :func:`ground_llm`)."""
         return self.study_dir() / "pretrain" / "qwen_grounded"
 
+    def reading_path(self) -> Path:
+        """The reading stage's output (a plain Qwen2.5-VL checkpoint, see :func:`reading_stage`)."""
+        return self.study_dir() / "pretrain" / "qwen_reading"
+
+    def shared_path(self) -> Path:
+        """Where the reading stage starts: the grounded model, or without a grounding stage the
+        semantic-pretrained ViT with the LLM initialised from ``pretrain_seed``."""
+        return self.grounded_path() if self.grounding_steps else self.qwen_path(self.pretrain_seed)
+
     def base_path(self, seed: int) -> Path:
-        """The Qwen2.5-VL checkpoint a variant's SFT with ``seed`` starts from: the grounded model when
-        ``grounding_steps`` (the same for every seed, as the paper's pretrained Qwen2.5-VL), else the
-        semantic-pretrained ViT with an LLM initialised from ``seed``."""
+        """The Qwen2.5-VL checkpoint a variant's SFT with ``seed`` starts from: the reading stage's model when
+        ``reading_steps``, else the grounded model when ``grounding_steps`` (the same for every seed, as the
+        paper's pretrained Qwen2.5-VL), else the semantic-pretrained ViT with an LLM initialised from ``seed``."""
+        if self.reading_steps:
+            return self.reading_path()
         return self.grounded_path() if self.grounding_steps else self.qwen_path(seed)
 
     def sft_file(self) -> str:
         """The spatial SFT's rows: ``train_sft.jsonl``, or with ``grounding_mix`` the mixed file."""
         return "train_sft_grounded.jsonl" if self.grounding_mix else "train_sft.jsonl"
+
+    def reading_config(self):
+        """The reading stage as an SFT run: 2D only, from :meth:`shared_path`, seeded with ``pretrain_seed``,
+        on ``reading_train.jsonl`` (the train rooms' spatial rows of ``reading_types``)."""
+        from spatial_mllm.train.sft import SFTConfig
+
+        c = self.sft_config("2d_only", self.pretrain_seed).to_dict()
+        c.update(output_dir=str(self.study_dir() / "runs" / "reading"), seed=self.pretrain_seed,
+                 model_name_or_path=str(self.shared_path()), train_file="reading_train.jsonl",
+                 max_steps=max(1, self.reading_steps), learning_rate=self.reading_lr,
+                 mm_projector_lr=self.reading_lr, logging_steps=max(1, self.reading_steps // 10))
+        return SFTConfig.from_dict(c, source="MiniStudyConfig.reading_config")
 
     def grounding_config(self):
         """The grounding stage as an SFT run: 2D only, from ``qwen_s<pretrain_seed>``, seeded with
@@ -488,6 +528,62 @@ def ground_llm(cfg: MiniStudyConfig, log=print) -> Path:
     if val:
         log("grounded model on the val rooms (own frames vs another room's): " + ", ".join(
             f"{k} {v['own']:.1f} vs {v['other_room']:.1f}" for k, v in val.items() if k != "questions"))
+    (out / "run.json").write_text(json.dumps({"params": params, "train_loss": result.train_loss,
+                                              "train_s": result.runtime_s, "val": val,
+                                              "val_s": round(time.time() - t0, 1)}, indent=1) + "\n")
+    if not cfg.keep_checkpoints:
+        shutil.rmtree(result.output_dir, ignore_errors=True)
+    return out
+
+
+def reading_stage(cfg: MiniStudyConfig, log=print) -> Path:
+    """The reading stage: the grounded 2D model (:meth:`MiniStudyConfig.shared_path`) fine-tuned for
+    ``reading_steps`` steps on the train rooms' spatial SFT rows of ``reading_types`` only (LLM and merger),
+    saved as the plain Qwen2.5-VL checkpoint ``pretrain/qwen_reading`` that every variant and seed starts its
+    SFT from. In the full spatial SFT these types are a small share of the rows and a small LLM answers them
+    from the question's prior; on their own they are learned from the frames (README, finding 9). Checked on
+    the val rooms' questions of those types, own frames vs another val room's (``run.json`` ``val``: VSI
+    scores per type). Skipped when it exists with the same settings (else an error naming the keys)."""
+    import torch
+
+    from spatial_mllm.data.formats import read_jsonl, write_jsonl
+    from spatial_mllm.eval.model_predict import evaluate_model_vsibench
+    from spatial_mllm.eval.vsibench import EvalConfig, load_vsibench
+    from spatial_mllm.train.pretrain import save_qwen_part
+    from spatial_mllm.train.sft import load_sft_checkpoint, train_sft
+
+    out = cfg.reading_path()
+    sft = cfg.reading_config()
+    params = {**sft.to_dict(), "reading_types": list(cfg.reading_types)}
+    if (out / "run.json").is_file():
+        _same_params(out / "run.json", params, "reading")
+        return out
+    d = cfg.data_dir()
+    rows = [r for r in read_jsonl(d / "train_sft.jsonl") if r.get("question_type") in cfg.reading_types]
+    if not rows:
+        raise ValueError(f"reading_types {cfg.reading_types}: no such rows in {d / 'train_sft.jsonl'}")
+    write_jsonl(rows, d / "reading_train.jsonl")
+    log(f"reading stage ({cfg.reading_steps} steps on {len(rows)} rows of {', '.join(cfg.reading_types)}) ...")
+    quiet = contextlib.redirect_stdout(io.StringIO()) if not cfg.progress else contextlib.nullcontext()
+    with quiet:
+        result = train_sft(sft)
+    model, processor = load_sft_checkpoint(result.output_dir, device="cpu")
+    save_qwen_part(model, out, processor.tokenizer)
+    t0, val = time.time(), {}
+    val_rows = [r for r in load_vsibench(str(d / "val_vsibench.jsonl")) if _task_of(r["question_type"])
+                in {_task_of(t) for t in cfg.reading_types}] if (d / "val_vsibench.jsonl").is_file() else []
+    if len({r["scene_name"] for r in val_rows}) >= 2:
+        for name, shown in (("own", val_rows), ("other_room", other_room_rows(val_rows))):
+            ec = EvalConfig(output_dir=str(out / f"val_{name}"), source=str(d / "val_vsibench.jsonl"),
+                            video_root=str(d), prompt_style="sft", num_frames=cfg.num_frames,
+                            batch_size=cfg.eval_batch_size, max_new_tokens=cfg.eval_max_new_tokens,
+                            seed=cfg.pretrain_seed)
+            with torch.no_grad(), quiet:
+                sc = evaluate_model_vsibench(model, processor, ec, rows=shown)
+            for task, v in sc["per_task"].items():
+                val.setdefault(task, {})[name] = round(v, 1)
+        log("reading model on the val rooms (own frames vs another room's): " + ", ".join(
+            f"{k} {v['own']:.1f} vs {v['other_room']:.1f}" for k, v in val.items()))
     (out / "run.json").write_text(json.dumps({"params": params, "train_loss": result.train_loss,
                                               "train_s": result.runtime_s, "val": val,
                                               "val_s": round(time.time() - t0, 1)}, indent=1) + "\n")
@@ -816,6 +912,9 @@ def run_study(cfg: MiniStudyConfig, log=print) -> list[dict]:
     if cfg.grounding_steps and not all(_scored(cfg, v, seed) for seed in cfg.seeds for v in cfg.variants):
         ground_llm(cfg, log=log)
         log(f"grounded LLM ready ({time.perf_counter() - t0:.0f} s)")
+    if cfg.reading_steps and not all(_scored(cfg, v, seed) for seed in cfg.seeds for v in cfg.variants):
+        reading_stage(cfg, log=log)
+        log(f"reading stage ready ({time.perf_counter() - t0:.0f} s)")
     for seed in cfg.seeds:
         for variant in cfg.variants:
             name = cfg.run_name(variant, seed)

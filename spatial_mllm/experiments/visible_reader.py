@@ -38,8 +38,9 @@ from spatial_mllm.data.grounding import visible_instances
 from spatial_mllm.data.video import uniform_frame_indices
 from spatial_mllm.eval.baselines import FrequencyBaseline, _letters, format_number
 
-__all__ = ["VisibleReader", "frame_content"]
+__all__ = ["READ_TYPES", "VisibleReader", "frame_content"]
 
+#: the question types the reader answers from the frames (the others: the frequency answer)
 READ_TYPES = ("object_counting", "obj_appearance_order", "object_rel_distance", "room_size_estimation")
 
 
