@@ -51,7 +51,7 @@ from spatial_mllm.data.formats import SFT_MCA_POST, SFT_NA_POST, write_jsonl
 from spatial_mllm.data.synthetic import CATALOG
 from spatial_mllm.data.video import uniform_frame_indices
 
-__all__ = ["GROUNDING_TYPES", "DEFAULT_TYPES", "frame_categories", "visible_instances", "grounding_records", "balance_answers", "write_grounding_file"]
+__all__ = ["GROUNDING_TYPES", "DEFAULT_TYPES", "load_instance_labels", "frame_categories", "visible_instances", "grounding_records", "balance_answers", "write_grounding_file"]
 
 GROUNDING_TYPES = ("visible_counting", "visible_presence", "first_visible", "visible_objects", "frame_objects")
 DEFAULT_TYPES = GROUNDING_TYPES[:4]
@@ -72,6 +72,19 @@ def visible_instances(instance_ids: np.ndarray, frames: np.ndarray, min_pixels: 
         for iid in ids[(counts >= min_pixels) & (ids > 0)]:
             first.setdefault(int(iid), pos)
     return first
+
+
+def load_instance_labels(scene_dir: str | os.PathLike) -> tuple[np.ndarray, dict[int, str]]:
+    """A rendered room's per-pixel instance ids ``[T, H, W]`` (``frames.npz``) and ``{instance id: category}``
+    (``scene.json``); a clear error names the folder when either cannot be read."""
+    scene_dir = Path(scene_dir)
+    try:
+        with np.load(scene_dir / "frames.npz") as z:
+            ids = z["instance_ids"]  # [T, H, W]
+        objects = json.loads((scene_dir / "scene.json").read_text())["objects"]
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"{scene_dir}: cannot read frames.npz instance_ids / scene.json objects ({e})") from e
+    return ids, {int(o["instance_id"]): o["category"] for o in objects}
 
 
 def frame_categories(instance_ids: np.ndarray, frames: np.ndarray, category: dict[int, str],
@@ -118,14 +131,7 @@ def grounding_records(scene_dir: str | os.PathLike, video: str, num_frames: int,
     unknown = sorted(set(types) - set(GROUNDING_TYPES))
     if unknown or not types:
         raise ValueError(f"grounding types {unknown or list(types)}: expected a non-empty subset of {GROUNDING_TYPES}")
-    scene_dir = Path(scene_dir)
-    try:
-        with np.load(scene_dir / "frames.npz") as z:
-            ids = z["instance_ids"]  # [T, H, W]
-        objects = json.loads((scene_dir / "scene.json").read_text())["objects"]
-    except (OSError, KeyError, ValueError) as e:
-        raise ValueError(f"{scene_dir}: cannot read frames.npz instance_ids / scene.json objects ({e})") from e
-    category = {int(o["instance_id"]): o["category"] for o in objects}
+    ids, category = load_instance_labels(scene_dir)
     out = _questions(ids, category, uniform_frame_indices(len(ids), num_frames), None, video, rng, min_pixels,
                      max_per_type, balance, types)
     for _ in range(random_subsets):

@@ -501,14 +501,37 @@ def build_grounding_data(cfg: MiniStudyConfig) -> Path:
     return path
 
 
+def _train_shared_stage(cfg: MiniStudyConfig, sft, out: Path):
+    """Train one shared 2D stage (an SFT run, quiet unless ``progress``) and save it as a plain Qwen2.5-VL
+    checkpoint at ``out``; returns ``(model, processor, result)``."""
+    from spatial_mllm.train.pretrain import save_qwen_part
+    from spatial_mllm.train.sft import load_sft_checkpoint, train_sft
+
+    quiet = contextlib.redirect_stdout(io.StringIO()) if not cfg.progress else contextlib.nullcontext()
+    with quiet:
+        result = train_sft(sft)
+    model, processor = load_sft_checkpoint(result.output_dir, device="cpu")
+    save_qwen_part(model, out, processor.tokenizer)
+    return model, processor, result
+
+
+def _finish_shared_stage(cfg: MiniStudyConfig, out: Path, params: dict, result, val: dict, val_s: float) -> Path:
+    """Write a shared stage's ``run.json`` (its settings, loss, time and val check) last, so that a stage
+    interrupted before it is redone; drop its trainer folder unless ``keep_checkpoints``."""
+    (out / "run.json").write_text(json.dumps({"params": params, "train_loss": result.train_loss,
+                                              "train_s": result.runtime_s, "val": val,
+                                              "val_s": round(val_s, 1)}, indent=1) + "\n")
+    if not cfg.keep_checkpoints:
+        shutil.rmtree(result.output_dir, ignore_errors=True)
+    return out
+
+
 def ground_llm(cfg: MiniStudyConfig, log=print) -> Path:
     """The grounding stage: the 2D model ``qwen_s<pretrain_seed>`` (semantic-pretrained ViT, fresh LLM)
     fine-tuned on the grounding questions of the train rooms for ``grounding_steps`` steps (LLM and merger;
     the ViT too with ``grounding_train_vision``), saved as a plain Qwen2.5-VL checkpoint
     ``pretrain/qwen_grounded`` that every variant and seed starts its SFT from. Skipped when it exists with
     the same settings (else an error naming the keys)."""
-    from spatial_mllm.train.pretrain import save_qwen_part
-    from spatial_mllm.train.sft import load_sft_checkpoint, train_sft
 
     out = cfg.grounded_path()
     sft = cfg.grounding_config()
@@ -518,22 +541,13 @@ def ground_llm(cfg: MiniStudyConfig, log=print) -> Path:
         return out
     build_grounding_data(cfg)
     log(f"grounding stage ({cfg.grounding_steps} steps) ...")
-    quiet = contextlib.redirect_stdout(io.StringIO()) if not cfg.progress else contextlib.nullcontext()
-    with quiet:
-        result = train_sft(sft)
-    model, processor = load_sft_checkpoint(result.output_dir, device="cpu")
-    save_qwen_part(model, out, processor.tokenizer)
+    model, processor, result = _train_shared_stage(cfg, sft, out)
     t0 = time.time()
     val = grounding_validation(cfg, model, processor)
     if val:
         log("grounded model on the val rooms (own frames vs another room's): " + ", ".join(
             f"{k} {v['own']:.1f} vs {v['other_room']:.1f}" for k, v in val.items() if k != "questions"))
-    (out / "run.json").write_text(json.dumps({"params": params, "train_loss": result.train_loss,
-                                              "train_s": result.runtime_s, "val": val,
-                                              "val_s": round(time.time() - t0, 1)}, indent=1) + "\n")
-    if not cfg.keep_checkpoints:
-        shutil.rmtree(result.output_dir, ignore_errors=True)
-    return out
+    return _finish_shared_stage(cfg, out, params, result, val, time.time() - t0)
 
 
 def reading_stage(cfg: MiniStudyConfig, log=print) -> Path:
@@ -549,8 +563,6 @@ def reading_stage(cfg: MiniStudyConfig, log=print) -> Path:
     from spatial_mllm.data.formats import read_jsonl, write_jsonl
     from spatial_mllm.eval.model_predict import evaluate_model_vsibench
     from spatial_mllm.eval.vsibench import EvalConfig, load_vsibench
-    from spatial_mllm.train.pretrain import save_qwen_part
-    from spatial_mllm.train.sft import load_sft_checkpoint, train_sft
 
     out = cfg.reading_path()
     sft = cfg.reading_config()
@@ -564,11 +576,8 @@ def reading_stage(cfg: MiniStudyConfig, log=print) -> Path:
         raise ValueError(f"reading_types {cfg.reading_types}: no such rows in {d / 'train_sft.jsonl'}")
     write_jsonl(rows, d / "reading_train.jsonl")
     log(f"reading stage ({cfg.reading_steps} steps on {len(rows)} rows of {', '.join(cfg.reading_types)}) ...")
+    model, processor, result = _train_shared_stage(cfg, sft, out)
     quiet = contextlib.redirect_stdout(io.StringIO()) if not cfg.progress else contextlib.nullcontext()
-    with quiet:
-        result = train_sft(sft)
-    model, processor = load_sft_checkpoint(result.output_dir, device="cpu")
-    save_qwen_part(model, out, processor.tokenizer)
     t0, val = time.time(), {}
     val_rows = [r for r in load_vsibench(str(d / "val_vsibench.jsonl")) if _task_of(r["question_type"])
                 in {_task_of(t) for t in cfg.reading_types}] if (d / "val_vsibench.jsonl").is_file() else []
@@ -584,12 +593,7 @@ def reading_stage(cfg: MiniStudyConfig, log=print) -> Path:
                 val.setdefault(task, {})[name] = round(v, 1)
         log("reading model on the val rooms (own frames vs another room's): " + ", ".join(
             f"{k} {v['own']:.1f} vs {v['other_room']:.1f}" for k, v in val.items()))
-    (out / "run.json").write_text(json.dumps({"params": params, "train_loss": result.train_loss,
-                                              "train_s": result.runtime_s, "val": val,
-                                              "val_s": round(time.time() - t0, 1)}, indent=1) + "\n")
-    if not cfg.keep_checkpoints:
-        shutil.rmtree(result.output_dir, ignore_errors=True)
-    return out
+    return _finish_shared_stage(cfg, out, params, result, val, time.time() - t0)
 
 
 def grounding_accuracy(model, processor, rows: list[dict], video_root: str | Path, num_frames: int,

@@ -27,14 +27,13 @@ on training rows only, and deterministic. Synthetic rooms only (it needs the ins
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from spatial_mllm.data.grounding import visible_instances
+from spatial_mllm.data.grounding import load_instance_labels, visible_instances
 from spatial_mllm.data.video import uniform_frame_indices
 from spatial_mllm.eval.baselines import FrequencyBaseline, _letters, format_number
 
@@ -55,14 +54,7 @@ def frame_content(scene_dir: str | Path, frames: Iterable[int] | None, num_frame
         ``{"count": {category: instances seen}, "first": {category: first shown position},
         "frames": {category: set of shown positions}, "instances": distinct instances seen}``.
     """
-    scene_dir = Path(scene_dir)
-    try:
-        with np.load(scene_dir / "frames.npz") as z:
-            ids = z["instance_ids"]  # [T, H, W]
-        objects = json.loads((scene_dir / "scene.json").read_text())["objects"]
-    except (OSError, KeyError, ValueError) as e:
-        raise ValueError(f"{scene_dir}: cannot read frames.npz instance_ids / scene.json objects ({e})") from e
-    category = {int(o["instance_id"]): o["category"] for o in objects}
+    ids, category = load_instance_labels(scene_dir)  # [T, H, W], {instance id: category}
     shown = uniform_frame_indices(len(ids), num_frames) if frames is None else np.asarray(list(frames))
     if len(shown) and (shown.min() < 0 or shown.max() >= len(ids)):
         raise ValueError(f"{scene_dir}: frame indices {shown.tolist()} outside its {len(ids)} frames")
