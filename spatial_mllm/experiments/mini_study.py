@@ -583,6 +583,7 @@ def reading_stage(cfg: MiniStudyConfig, log=print) -> Path:
                 in {_task_of(t) for t in cfg.reading_types}] if (d / "val_vsibench.jsonl").is_file() else []
     if len({r["scene_name"] for r in val_rows}) >= 2:
         for name, shown in (("own", val_rows), ("other_room", other_room_rows(val_rows))):
+            shutil.rmtree(out / f"val_{name}", ignore_errors=True)  # answers of this model only, never resumed
             ec = EvalConfig(output_dir=str(out / f"val_{name}"), source=str(d / "val_vsibench.jsonl"),
                             video_root=str(d), prompt_style="sft", num_frames=cfg.num_frames,
                             batch_size=cfg.eval_batch_size, max_new_tokens=cfg.eval_max_new_tokens,
