@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spatial_mllm.data.grounding import load_instance_labels, visible_instances
+from spatial_mllm.data.grounding import frame_categories, load_instance_labels, visible_instances
 from spatial_mllm.data.video import uniform_frame_indices
 from spatial_mllm.eval.baselines import FrequencyBaseline, _letters, format_number
 
@@ -66,11 +66,9 @@ def frame_content(scene_dir: str | Path, frames: Iterable[int] | None, num_frame
             count[c] += 1
             first[c] = min(first.get(c, pos), pos)
     in_frames: dict[str, set[int]] = defaultdict(set)
-    for pos, f in enumerate(shown):
-        u, n = np.unique(ids[int(f)], return_counts=True)
-        for iid in u[(n >= min_pixels) & (u > 0)]:
-            if int(iid) in category:
-                in_frames[category[int(iid)]].add(pos)
+    for pos, cats in enumerate(frame_categories(ids, shown, category, min_pixels)):
+        for c in cats:
+            in_frames[c].add(pos)
     return {"count": dict(count), "first": first, "frames": dict(in_frames), "instances": int(sum(count.values()))}
 
 
