@@ -249,6 +249,7 @@ def _micro(out: Path) -> MiniStudyConfig:
                       target="presence", text_overrides={"num_hidden_layers": 1}),
         max_steps=3, global_batch_size=4, per_device_train_batch_size=4, sft_overrides={"encoder_cache": True},
         eval_limit=12, eval_batch_size=12, bootstrap_samples=200, grounding_steps=2, grounding_random_subsets=1,
+        grounding_draws=1,
         grounding_mix=0.5, grounding_types=list(GROUNDING_TYPES), reading_steps=2,
         reading_types=["object_counting", "room_size_estimation"], data_overrides={"instance_counts": [1, 2, 3]})
 
@@ -370,6 +371,50 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path):
     for fig in (plot_study_per_task(table), plot_contrasts(con), plot_geometry_examples(ex)):
         assert fig.axes
         plt.close(fig)
+
+
+@pytest.mark.timeout(600)
+def test_grounding_draws_keep_the_draw_that_reads_best_on_val(tmp_path):
+    """With ``grounding_draws: 2`` the grounding stage is drawn twice in spawned 1-thread processes; the kept
+    model is the draw ranked first by the val criterion, byte for byte, and a draw run here in-process at 1
+    thread is the same bytes as the worker's (the parallel path equals the plain one)."""
+    cfg = _micro(tmp_path / "s").replace(grounding_draws=2)
+    ms.build_study_data(cfg)
+    ms.pretrain_encoders(cfg, log=lambda *a: None)
+    lines = []
+    out = ms.ground_llm(cfg, log=lines.append)
+    rec = json.loads((out / "run.json").read_text())
+    seeds = cfg.grounding_draw_seeds()
+    assert seeds == [cfg.pretrain_seed, cfg.pretrain_seed + 1] and sorted(rec["draws"]) == [str(s) for s in seeds]
+    best = max(seeds, key=lambda s: ms._draw_rank(s, rec["draws"][str(s)]["val"]))
+    assert rec["chosen_seed"] == best and rec["criterion"] == ms.GROUNDING_DRAW_CRITERION
+    assert any(f"keeping draw s{best}" in line for line in lines)
+    weights = {s: (cfg.grounding_draw_path(s) / "model.safetensors").read_bytes() for s in seeds}
+    assert weights[seeds[0]] != weights[seeds[1]]  # the draw's seed changes the model
+    assert (out / "model.safetensors").read_bytes() == weights[best]
+    # the worker's draw (spawned, 1 thread) is what the same draw gives in this process at 1 thread
+    threads = torch.get_num_threads()
+    try:
+        again = ms._grounding_draw(cfg, seeds[1], tmp_path / "plain", threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert (tmp_path / "plain" / "model.safetensors").read_bytes() == weights[seeds[1]]
+    assert again["val"] == rec["draws"][str(seeds[1])]["val"]
+    # finished: reused as it is; a different number of draws is another stage, refused by name
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    assert ms.ground_llm(cfg, log=lambda *a: None) == out and (out / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="other grounding settings \\(grounding_draws"):
+        ms.ground_llm(cfg.replace(grounding_draws=3), log=lambda *a: None)
+    assert cfg.reading_config().model_name_or_path == str(out)
+
+
+def test_grounding_draw_rank_is_presence_gain_then_count_gain_then_lower_seed():
+    val = lambda p, c: {"visible_presence": {"own": p, "other_room": 50.0},  # noqa: E731
+                        "visible_counting": {"own": c, "other_room": 20.0}, "questions": 9}
+    draws = {1000: val(70.0, 30.0), 1001: val(75.0, 21.0), 1002: val(75.0, 25.0), 1003: val(75.0, 25.0)}
+    assert max(draws, key=lambda s: ms._draw_rank(s, draws[s])) == 1002
+    with pytest.raises(ValueError, match="grounding_draws"):
+        MiniStudyConfig(grounding_draws=0)
 
 
 def test_same_params_reads_a_setting_added_later_as_the_value_older_runs_had(tmp_path):
