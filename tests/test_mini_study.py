@@ -249,22 +249,41 @@ def _micro(out: Path) -> MiniStudyConfig:
                       target="presence", text_overrides={"num_hidden_layers": 1}),
         max_steps=3, global_batch_size=4, per_device_train_batch_size=4, sft_overrides={"encoder_cache": True},
         eval_limit=12, eval_batch_size=12, bootstrap_samples=200, grounding_steps=2, grounding_random_subsets=1,
-        grounding_draws=1,
+        grounding_draws=1, run_workers=1,
         grounding_mix=0.5, grounding_types=list(GROUNDING_TYPES), reading_steps=2,
         reading_types=["object_counting", "room_size_estimation"], data_overrides={"instance_counts": [1, 2, 3]})
 
 
-@pytest.mark.timeout(600)
-def test_micro_study_end_to_end_is_deterministic(tmp_path):
+@pytest.fixture
+def one_thread():
+    """Torch at 1 thread for the test (a study's worker processes run at 1 thread; floats depend on it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.timeout(900)
+def test_micro_study_end_to_end_is_deterministic(tmp_path, one_thread):
     results = []
-    for name in ("a", "b"):
-        cfg = _micro(tmp_path / name)
+    for name, workers in (("a", 1), ("b", 2)):
+        cfg = _micro(tmp_path / name).replace(run_workers=workers)
         statuses = ms.run_study(cfg, log=lambda *a: None)
         assert [s["status"] for s in statuses] == ["ran"] * 4
+        assert [s["run"] for s in statuses] == ["2d_only_s0", "vggt_pretrained_s0", "2d_only_s1", "vggt_pretrained_s1"]
         enc, table, con, text = ms.write_study_tables(cfg)
         results.append((cfg, enc, table, con, text))
     (cfg, enc, table, con, text), (cfg_b, enc_b, table_b, con_b, text_b) = results
-    # the same seed gives the same study: encoders, every prediction, the tables and the verdict text
+    # the same seed gives the same study — here once in this process and once with the runs in 2 worker processes
+    # (1 thread each, as this process): encoders, every prediction, the tables and the verdict text
+    for variant in cfg.variants:
+        for seed in cfg.seeds:
+            for sampling in cfg.samplings_of(variant):
+                name = cfg.eval_name(variant, sampling, seed)
+                assert (cfg.out() / "eval" / name / "predictions.jsonl").read_bytes() == \
+                    (cfg_b.out() / "eval" / name / "predictions.jsonl").read_bytes(), name
+    assert json.loads((cfg_b.out() / "eval" / cfg_b.eval_name("2d_only", "uniform", 0) / "study.json").read_text()
+                      )["torch_threads"] == 1
     pd.testing.assert_frame_equal(enc, enc_b)
     pd.testing.assert_frame_equal(table, table_b)
     pd.testing.assert_frame_equal(con, con_b)

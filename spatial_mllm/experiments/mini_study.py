@@ -58,7 +58,9 @@ run, deleted after scoring unless ``keep_checkpoints``), ``eval/07_<variant>_<sa
 skipped on a rerun; data and encoders made with other settings are an error that names the keys (never
 silently reused).
 Everything is seeded (rooms, encoders, SFT, bootstrap): a rerun with the same params on the same machine and
-thread count reproduces every prediction (float reductions may differ across thread counts or CPUs).
+thread count reproduces every prediction (float reductions may differ across thread counts or CPUs). The grounding
+draws and, with ``run_workers`` > 1, the SFT runs run at 1 thread each in their own processes, so their results do
+not depend on the machine's core count.
 
 Departures from the paper (also in the README):
 
@@ -246,6 +248,10 @@ class MiniStudyConfig(StageConfig):
         "help": "other SFTConfig fields for every run (e.g. warmup_ratio; a video_cache_size of at least the number of "
                 "videos keeps every decoded video in memory); not the study's own fields"})
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep each trained model under study/"})
+    run_workers: int = field(default=2, metadata={
+        "help": "SFT runs (train + scoring) at once, each in its own spawned process at 1 torch thread, so that "
+                "a run's predictions do not depend on the machine's cores (1: one after another in this "
+                "process, at its thread count)"})
     # ---- evaluation -----------------------------------------------------------------------------------
     eval_limit: int | None = field(default=None, metadata={
         "help": "score N held-out questions, stratified over question types; null = all test questions"})
@@ -291,8 +297,8 @@ class MiniStudyConfig(StageConfig):
         if bad or not self.grounding_types or len(set(self.grounding_types)) != len(self.grounding_types):
             raise ValueError(f"grounding_types: {self.grounding_types} must be distinct values from "
                              f"{list(GROUNDING_TYPES)}")
-        if self.max_steps < 1 or self.bootstrap_samples < 100 or not 0 < self.ci_level < 1:
-            raise ValueError("need max_steps >= 1, bootstrap_samples >= 100 and 0 < ci_level < 1")
+        if self.max_steps < 1 or self.bootstrap_samples < 100 or not 0 < self.ci_level < 1 or self.run_workers < 1:
+            raise ValueError("need max_steps >= 1, bootstrap_samples >= 100, 0 < ci_level < 1 and run_workers >= 1")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ValueError("eval_limit must be >= 1 or null")
         if not 0 < self.train_fraction < 1 or self.train_fraction + self.val_fraction >= 1:
@@ -988,14 +994,48 @@ def _visible_reader(cfg: MiniStudyConfig, rows: list[dict]) -> None:
         evaluate_vsibench(ec, reader, rows=other_room_rows(rows) if sampling == "other_room" else rows)
 
 
-def run_study(cfg: MiniStudyConfig, log=print) -> list[dict]:
-    """Everything: data, encoders, frames cache, then per seed and variant SFT + scoring with each sampling
-    (runs whose scores exist are skipped). Returns one status dict per (variant, seed)."""
+def _train_and_score(cfg: MiniStudyConfig, variant: str, seed: int, threads: int | None = None) -> dict:
+    """One SFT run of ``variant`` with ``seed``, scored with each of its samplings on the held-out questions
+    (``eval/07_<variant>_<sampling>_s<seed>/``); its trainer folder is dropped unless ``keep_checkpoints``.
+    ``threads``: torch threads to set first (a worker process's 1). Returns its status dict."""
     import torch
 
     from spatial_mllm.eval.model_predict import evaluate_model_vsibench
     from spatial_mllm.train.sft import load_sft_checkpoint, train_sft
 
+    if threads is not None:
+        torch.set_num_threads(threads)
+    name, rows, t1 = cfg.run_name(variant, seed), cfg.eval_rows(), time.perf_counter()
+    quiet = contextlib.redirect_stdout(io.StringIO()) if not cfg.progress else contextlib.nullcontext()
+    with quiet:
+        result = train_sft(cfg.sft_config(variant, seed))
+    model, processor = load_sft_checkpoint(result.output_dir, device="cpu")
+    scores = {}
+    for sampling in cfg.samplings_of(variant):
+        with torch.no_grad():
+            scores[sampling] = evaluate_model_vsibench(
+                model, processor, cfg.eval_config(variant, sampling, seed),
+                rows=other_room_rows(rows) if sampling == "other_room" else rows, progress=cfg.progress)
+    info = {"variant": variant, "seed": seed, "train_loss": result.train_loss, "train_steps": result.global_step,
+            "train_s": result.runtime_s, **({"torch_threads": threads} if threads is not None else {})}
+    for sampling in cfg.samplings_of(variant):
+        (cfg.out() / "eval" / cfg.eval_name(variant, sampling, seed) / "study.json").write_text(
+            json.dumps({**info, "sampling": sampling}, indent=1) + "\n")
+    if not cfg.keep_checkpoints:
+        shutil.rmtree(cfg.study_dir() / "runs" / name, ignore_errors=True)
+    return {"run": name, "status": "ran", "seconds": round(time.perf_counter() - t1, 1), "train_loss": result.train_loss,
+            "macro": {s: v["overall_macro"] for s, v in scores.items()}}
+
+
+def _run_worker(cfg_dict: dict, variant: str, seed: int) -> dict:
+    """A worker process's SFT run (spawned; 1 torch thread, so that the run is the same on any machine)."""
+    return _train_and_score(MiniStudyConfig.from_dict(cfg_dict, source="study run worker"), variant, seed, threads=1)
+
+
+def run_study(cfg: MiniStudyConfig, log=print) -> list[dict]:
+    """Everything: data, encoders, frames cache, then per seed and variant SFT + scoring with each sampling
+    (runs whose scores exist are skipped; ``run_workers`` > 1: that many runs at once, each in a spawned
+    process at 1 torch thread). Returns one status dict per (variant, seed), in seed-then-variant order."""
     t0 = time.perf_counter()
     build_study_data(cfg, progress=cfg.progress)
     log(f"data ready ({time.perf_counter() - t0:.0f} s)")
@@ -1007,42 +1047,36 @@ def run_study(cfg: MiniStudyConfig, log=print) -> list[dict]:
     rows = cfg.eval_rows()
     _frequency_baseline(cfg, rows)
     _visible_reader(cfg, rows)
-    statuses = []
     if cfg.grounding_steps and not all(_scored(cfg, v, seed) for seed in cfg.seeds for v in cfg.variants):
         ground_llm(cfg, log=log)
         log(f"grounded LLM ready ({time.perf_counter() - t0:.0f} s)")
     if cfg.reading_steps and not all(_scored(cfg, v, seed) for seed in cfg.seeds for v in cfg.variants):
         reading_stage(cfg, log=log)
         log(f"reading stage ready ({time.perf_counter() - t0:.0f} s)")
-    for seed in cfg.seeds:
-        for variant in cfg.variants:
-            name = cfg.run_name(variant, seed)
-            if _scored(cfg, variant, seed):
-                statuses.append({"run": name, "status": "skipped", "seconds": 0.0})
-                continue
-            t1 = time.perf_counter()
-            quiet = contextlib.redirect_stdout(io.StringIO()) if not cfg.progress else contextlib.nullcontext()
-            with quiet:
-                result = train_sft(cfg.sft_config(variant, seed))
-            model, processor = load_sft_checkpoint(result.output_dir, device="cpu")
-            scores = {}
-            for sampling in cfg.samplings_of(variant):
-                with torch.no_grad():
-                    scores[sampling] = evaluate_model_vsibench(
-                        model, processor, cfg.eval_config(variant, sampling, seed),
-                        rows=other_room_rows(rows) if sampling == "other_room" else rows, progress=cfg.progress)
-            info = {"variant": variant, "seed": seed, "train_loss": result.train_loss,
-                    "train_steps": result.global_step, "train_s": result.runtime_s}
-            for sampling in cfg.samplings_of(variant):
-                (cfg.out() / "eval" / cfg.eval_name(variant, sampling, seed) / "study.json").write_text(
-                    json.dumps({**info, "sampling": sampling}, indent=1) + "\n")
-            if not cfg.keep_checkpoints:
-                shutil.rmtree(cfg.study_dir() / "runs" / name, ignore_errors=True)
-            dt = time.perf_counter() - t1
-            statuses.append({"run": name, "status": "ran", "seconds": round(dt, 1)})
-            log(f"{name}: " + ", ".join(f"{s} {v['overall_macro']:.1f}" for s, v in scores.items())
-                + f" (macro) — train loss {result.train_loss:.3f}, {dt:.0f} s")
-    return statuses
+    order = [(variant, seed) for seed in cfg.seeds for variant in cfg.variants]
+    todo = [(v, s) for v, s in order if not _scored(cfg, v, s)]
+    done: dict[tuple[str, int], dict] = {}
+
+    def report(key, status):
+        done[key] = status
+        log(f"{status['run']}: " + ", ".join(f"{s} {m:.1f}" for s, m in status["macro"].items())
+            + f" (macro) — train loss {status['train_loss']:.3f}, {status['seconds']:.0f} s")
+
+    if cfg.run_workers == 1:
+        for key in todo:
+            report(key, _train_and_score(cfg, *key))
+    elif todo:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        log(f"{len(todo)} SFT runs, {min(cfg.run_workers, len(todo))} at once at 1 thread each ...")
+        with ProcessPoolExecutor(min(cfg.run_workers, len(todo)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_worker, cfg.to_dict(), *key): key for key in todo}
+            for fut in as_completed(futures):
+                report(futures[fut], fut.result())
+    return [{k: v for k, v in done[key].items() if k in ("run", "status", "seconds")} if key in done else
+            {"run": cfg.run_name(*key), "status": "skipped", "seconds": 0.0} for key in order]
 
 
 # --------------------------------------------------------------------------------------------------
