@@ -424,6 +424,9 @@ def test_grounding_draws_keep_the_draw_that_reads_best_on_val(tmp_path):
     assert ms.ground_llm(cfg, log=lambda *a: None) == out and (out / "model.safetensors").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="other grounding settings \\(grounding_draws"):
         ms.ground_llm(cfg.replace(grounding_draws=3), log=lambda *a: None)
+    for s in seeds:  # a finished draw does not depend on how many draws there are: more draws reuse it
+        ms._same_params(cfg.grounding_draw_path(s) / "run.json",
+                        ms._grounding_params(cfg.replace(grounding_draws=3), s, of_draw=True), "grounding")
     assert cfg.reading_config().model_name_or_path == str(out)
 
 

@@ -563,9 +563,12 @@ def _draw_rank(seed: int, val: dict) -> tuple:
     return (gain("visible_presence"), gain("visible_counting"), -seed)
 
 
-def _grounding_params(cfg: MiniStudyConfig, seed: int | None = None) -> dict:
-    return {**cfg.grounding_config(seed).to_dict(), **{f"grounding_{k}": v for k, v in _grounding_settings(cfg).items()},
-            "grounding_draws": cfg.grounding_draws}
+def _grounding_params(cfg: MiniStudyConfig, seed: int | None = None, *, of_draw: bool = False) -> dict:
+    """The settings a grounded model is recorded with; one draw kept apart (``of_draw``) does not depend on how
+    many draws there are, so raising ``grounding_draws`` reuses the finished ones."""
+    params = {**cfg.grounding_config(seed).to_dict(),
+              **{f"grounding_{k}": v for k, v in _grounding_settings(cfg).items()}}
+    return params if of_draw else {**params, "grounding_draws": cfg.grounding_draws}
 
 
 def _grounding_draw(cfg: MiniStudyConfig, seed: int, out: Path, threads: int | None = None) -> dict:
@@ -578,7 +581,8 @@ def _grounding_draw(cfg: MiniStudyConfig, seed: int, out: Path, threads: int | N
     model, processor, result = _train_shared_stage(cfg, cfg.grounding_config(seed), out)
     t0 = time.time()
     val = grounding_validation(cfg, model, processor, out=out)
-    _finish_shared_stage(cfg, out, _grounding_params(cfg, seed), result, val, time.time() - t0,
+    _finish_shared_stage(cfg, out, _grounding_params(cfg, seed, of_draw=out != cfg.grounded_path()), result, val,
+                         time.time() - t0,
                          **({"torch_threads": threads} if threads is not None else {}))
     return json.loads((out / "run.json").read_text())
 
@@ -626,7 +630,7 @@ def ground_llm(cfg: MiniStudyConfig, log=print) -> Path:
     for seed in seeds:
         done = cfg.grounding_draw_path(seed) / "run.json"
         if done.is_file():
-            _same_params(done, _grounding_params(cfg, seed), "grounding")
+            _same_params(done, _grounding_params(cfg, seed, of_draw=True), "grounding")
             runs[seed] = json.loads(done.read_text())
     todo = [s for s in seeds if s not in runs]
     if todo:
