@@ -199,16 +199,17 @@ class MiniStudyConfig(StageConfig):
     semantic: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(MINI_SEMANTIC)), metadata={
         "help": "SemanticPretrainConfig fields for the tiny ViT + LLM size (out_dir, seed, width, height set here)"})
     # ---- grounding stage (identical for every variant) ------------------------------------------------
-    grounding_steps: int = field(default=3000, metadata={
+    grounding_steps: int = field(default=4500, metadata={
         "help": "steps of the grounding stage before the spatial SFT (0 = none): the 2D model (LLM init from "
                 "pretrain_seed) is trained on questions only the frames answer (spatial_mllm/data/grounding.py), "
                 "once, and every variant and seed starts its SFT from it — the miniature of a pretrained Qwen2.5-VL"})
     grounding_lr: float = field(default=2e-3, metadata={"help": "peak lr (LLM and merger) of the grounding stage"})
-    grounding_draws: int = field(default=2, metadata={
+    grounding_draws: int = field(default=1, metadata={
         "help": "draws of the grounding stage, seeded pretrain_seed, pretrain_seed + 1, ... (1: one run in this "
                 "process); with more, each draw runs in its own process at 1 torch thread (in parallel on the "
                 "machine's cores) and the one that reads best on the val rooms is kept (GROUNDING_DRAW_CRITERION, "
-                "fixed before any draw was run): single draws of one recipe read presence 58 to 81 % (README)"})
+                "fixed before any draw was run): single draws of the 3000-step recipe read val presence 58 to 81 %, of "
+                "the 4500-step one 84 and 86 % (README), so the preset draws once"})
     grounding_train_merger: bool = field(default=False, metadata={
         "help": "train the ViT's merger in the grounding stage (false: keep the semantic pretraining's merger)"})
     grounding_train_vision: bool = field(default=False, metadata={
@@ -571,13 +572,27 @@ def _grounding_params(cfg: MiniStudyConfig, seed: int | None = None, *, of_draw:
     return params if of_draw else {**params, "grounding_draws": cfg.grounding_draws}
 
 
-def _grounding_draw(cfg: MiniStudyConfig, seed: int, out: Path, threads: int | None = None) -> dict:
-    """Train, save and val-check one draw of the grounding stage at ``out`` (``threads``: torch threads to
-    set first, as a worker process does). Returns its ``run.json``."""
+def _set_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads first thing in a job (a worker process passes 1); ``None`` leaves them."""
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def _spawn_pool(workers: int):
+    """``workers`` spawned processes (fresh interpreters: no torch state or threads inherited) for jobs that set
+    1 torch thread, so a job's result does not depend on the machine's cores (tested byte for byte)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _grounding_draw(cfg: MiniStudyConfig, seed: int, out: Path, threads: int | None = None) -> dict:
+    """Train, save and val-check one draw of the grounding stage at ``out`` (``threads``: torch threads to
+    set first, as a worker process does). Returns its ``run.json``."""
+    _set_threads(threads)
     model, processor, result = _train_shared_stage(cfg, cfg.grounding_config(seed), out)
     t0 = time.time()
     val = grounding_validation(cfg, model, processor, out=out)
@@ -621,9 +636,7 @@ def ground_llm(cfg: MiniStudyConfig, log=print) -> Path:
         log(f"grounding stage ({cfg.grounding_steps} steps) ...")
         _log_grounding_val(log, "grounded model", _grounding_draw(cfg, cfg.pretrain_seed, out)["val"])
         return out
-    import multiprocessing
     import os
-    from concurrent.futures import ProcessPoolExecutor
 
     seeds = cfg.grounding_draw_seeds()
     runs: dict[int, dict] = {}
@@ -637,7 +650,7 @@ def ground_llm(cfg: MiniStudyConfig, log=print) -> Path:
         workers = max(1, min(len(todo), os.cpu_count() or 1))
         log(f"grounding stage: {len(todo)} draw(s) of {cfg.grounding_steps} steps (seeds {todo}), {workers} at once "
             "at 1 thread each ...")
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with _spawn_pool(workers) as pool:
             for seed, run in zip(todo, pool.map(_grounding_draw_worker, [cfg.to_dict()] * len(todo), todo)):
                 runs[seed] = run
     for seed in seeds:
@@ -1007,8 +1020,7 @@ def _train_and_score(cfg: MiniStudyConfig, variant: str, seed: int, threads: int
     from spatial_mllm.eval.model_predict import evaluate_model_vsibench
     from spatial_mllm.train.sft import load_sft_checkpoint, train_sft
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     name, rows, t1 = cfg.run_name(variant, seed), cfg.eval_rows(), time.perf_counter()
     quiet = contextlib.redirect_stdout(io.StringIO()) if not cfg.progress else contextlib.nullcontext()
     with quiet:
@@ -1070,12 +1082,10 @@ def run_study(cfg: MiniStudyConfig, log=print) -> list[dict]:
         for key in todo:
             report(key, _train_and_score(cfg, *key))
     elif todo:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
 
         log(f"{len(todo)} SFT runs, {min(cfg.run_workers, len(todo))} at once at 1 thread each ...")
-        with ProcessPoolExecutor(min(cfg.run_workers, len(todo)),
-                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+        with _spawn_pool(min(cfg.run_workers, len(todo))) as pool:
             futures = {pool.submit(_run_worker, cfg.to_dict(), *key): key for key in todo}
             for fut in as_completed(futures):
                 report(futures[fut], fut.result())
