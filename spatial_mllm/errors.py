@@ -54,7 +54,9 @@ def run_command(func: Callable[..., int], *args, debug: bool = False, stream=Non
     """``func(*args)`` with the policy of the module docstring; returns the exit code."""
     stream = stream if stream is not None else sys.stderr
     try:
-        return int(func(*args) or 0)
+        code = int(func(*args) or 0)
+        close_process_group()  # after a finished run only: a failed rank's peers may still wait on it
+        return code
     except KeyboardInterrupt:
         print("error: interrupted", file=stream)
         return EXIT_INTERRUPTED
@@ -67,3 +69,12 @@ def run_command(func: Callable[..., int], *args, debug: bool = False, stream=Non
         hint = "" if debug else f" {DEBUG_HINT}"
         print(f"error: {type(exc).__name__}: {one_line(exc)}{hint}", file=stream)
         return EXIT_UNKNOWN
+
+
+def close_process_group() -> None:
+    """Tear down the ``torch.distributed`` process group a command started (``accelerate launch``), if any:
+    gloo's threads still running at interpreter exit can abort a rank after its work is done ("terminate
+    called without an active exception", seen under load), which turns a finished run into a failed exit."""
+    dist = sys.modules.get("torch.distributed")  # never imports torch for a command that did not
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

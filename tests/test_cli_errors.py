@@ -135,3 +135,24 @@ def test_console_entry_point_corrupt_video(files):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert proc.stderr.rstrip().splitlines()[-1].startswith(f"error: cannot open video {files / 'x.mp4'}: ")
+
+
+def test_a_finished_command_closes_its_process_group(tmp_path):
+    """A command started by ``accelerate launch`` ends with its gloo process group torn down (left running, its
+    threads can abort the rank at exit); a failed one leaves it, so its peers are not torn down mid-wait. Run in a
+    fresh interpreter (a process group is process-wide)."""
+    code = (
+        "import torch.distributed as dist\n"
+        "from spatial_mllm.errors import run_command\n"
+        "def boom():\n"
+        "    raise RuntimeError('x')\n"
+        f"dist.init_process_group('gloo', init_method='file://{tmp_path / 'pg'}', rank=0, world_size=1)\n"
+        "rc = run_command(boom, stream=open('/dev/null', 'w'))\n"
+        "print(rc, dist.is_initialized())\n"
+        "rc = run_command(lambda: 0)\n"
+        "print(rc, dist.is_initialized())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["1", "True", "0", "False"]

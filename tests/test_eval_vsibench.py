@@ -188,6 +188,8 @@ def test_accelerate_launch_two_cpu_processes(rows, tmp_path):
         "st = PartialState()\n"
         "out = {'rank': st.process_index, 'world': st.num_processes, 'scores': res}\n"
         "open(f'{sys.argv[2]}/result{st.process_index}.json', 'w').write(json.dumps(out))\n"
+        "from spatial_mllm.errors import close_process_group\n"
+        "close_process_group()\n"  # as the CLIs do on exit: no gloo threads left running at interpreter exit
     )
     with socket.socket() as sock:  # a free port: other test runs may share the machine
         sock.bind(("127.0.0.1", 0))
