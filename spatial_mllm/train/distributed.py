@@ -519,6 +519,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))
+    from spatial_mllm.errors import close_process_group
+
+    close_process_group()  # no gloo threads left running at exit (they can abort a finished rank)
     return 0
 
 

@@ -756,12 +756,15 @@ def launch(cfg: GRPOConfig, params_path: str | os.PathLike | None = None) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
+    from spatial_mllm.errors import close_process_group
+
     p = argparse.ArgumentParser(description="Cold start + GRPO for Spatial-MLLM (params/<preset>/04_grpo.yaml)")
     p.add_argument("params", help="params YAML (e.g. params/tiny/04_grpo.yaml)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override parameters")
     args = p.parse_args(argv)
     cfg = load_params(args.params, args.set)
     run_stages(cfg)
+    close_process_group()  # a rank of a finished launch: no gloo threads left running at exit (they can abort it)
     return 0
 
 

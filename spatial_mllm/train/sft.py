@@ -852,6 +852,8 @@ def load_sft_checkpoint(folder: str | os.PathLike, device: str | torch.device | 
 def main(argv: list[str] | None = None) -> int:
     """``python -m spatial_mllm.train.sft PARAMS.yaml [--set key=value ...]`` (one rank; see the README for
     ``accelerate launch``)."""
+    from spatial_mllm.errors import close_process_group
+
     p = argparse.ArgumentParser(prog="python -m spatial_mllm.train.sft", description=__doc__.splitlines()[0])
     p.add_argument("params", help="params/<preset>/03_sft.yaml (or any file with SFTConfig keys)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -862,6 +864,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_sft(cfg)  # not under a launcher yet: start one (its params file says num_processes: 1)
     else:
         result = train_sft(cfg)
+    close_process_group()  # a rank of a finished launch: no gloo threads left running at exit (they can abort it)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"output_dir": result.output_dir, "global_step": result.global_step,
                           "train_loss": result.train_loss, "stats": result.stats}, indent=1))
