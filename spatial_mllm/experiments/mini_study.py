@@ -25,9 +25,9 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    grounded model is checked on the val rooms' grounding questions, own frames vs another val room's
    (:func:`grounding_validation`, in ``pretrain/qwen_grounded/run.json``). Stopped at 3000 steps, single draws
    of this stage differ a lot (val presence 58 to 81 %; the reading comes late and suddenly, README); at the
-   preset's 4500 two draws read 84 and 86 %, so it draws once. With ``grounding_draws`` > 1 it is drawn that many times
-   (seeds ``pretrain_seed + i``, 1 torch thread each, in parallel processes) and the draw that reads best on the
-   val rooms is kept (:data:`GROUNDING_DRAW_CRITERION`, fixed before any draw ran).
+   preset's 4500 two draws read 84 and 86 %, so it draws once. With ``grounding_draws`` > 1 it is drawn that
+   many times (seeds ``pretrain_seed + i``, 1 torch thread each, in parallel processes) and the draw that reads
+   best on the val rooms is kept (:data:`GROUNDING_DRAW_CRITERION`, fixed before any draw ran).
 3. **Variants with identical budgets** (:data:`VARIANTS`): ``2d_only`` (``connector=none``: Qwen2.5-VL
    alone), ``vggt_pretrained`` (2D + the pretrained VGGT through the v1.1 ``mlp_add`` connector) and
    ``vggt_random`` (2D + the random-init VGGT: the control that isolates the geometry prior). Each is
