@@ -264,7 +264,7 @@ def one_thread():
 
 
 @pytest.mark.timeout(900)
-def test_micro_study_end_to_end_is_deterministic(tmp_path, one_thread):
+def test_micro_study_end_to_end_is_deterministic(tmp_path, one_thread, monkeypatch):
     results = []
     for name, workers in (("a", 1), ("b", 2)):
         cfg = _micro(tmp_path / name).replace(run_workers=workers)
@@ -374,6 +374,30 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path, one_thread):
         ms.pretrain_encoders(changed, log=lambda *a: None)
     with pytest.raises(ValueError, match="other data settings \\(num_scenes"):
         ms.build_study_data(cfg.replace(num_scenes=8))
+
+    # the val blind control trains a candidate exactly as the study trains its run (same loss, bit for bit, as the
+    # study's 2d_only s0) and scores it on the val rooms only: own video, then another val room's
+    val = ms.val_blind_control(cfg, "2d_only", 0, "preset")
+    study_run = json.loads((cfg.out() / "eval" / cfg.eval_name("2d_only", "uniform", 0) / "study.json").read_text())
+    assert val["train_loss"] == study_run["train_loss"]
+    assert val["gap"] == pytest.approx(val["own"]["macro"] - val["other_room"]["macro"])
+    vdir = cfg.out() / "val" / "preset_2d_only_s0"
+    seen = {n: [json.loads(x) for x in (vdir / n / "predictions.jsonl").read_text().splitlines()]
+            for n in ("own", "other_room")}
+    assert {r["scene_name"] for r in seen["own"]} == val_rooms and len(seen["own"]) == val["questions"]
+    by_id = {r["id"]: r["scene_name"] for r in seen["own"]}
+    assert all(r["scene_name"] != by_id[r["id"]] and r["scene_name"] in val_rooms for r in seen["other_room"])
+    assert not (cfg.study_dir() / "runs" / "val_preset_2d_only_s0").exists()
+    # finished: reused without training; another recipe under the same tag is an error naming the key
+    def no_training(*a, **k):
+        raise AssertionError("a finished val run was retrained")
+
+    monkeypatch.setattr(ms, "_train_run", no_training)
+    assert ms.val_blind_control(cfg, "2d_only", 0, "preset") == val
+    with pytest.raises(ValueError, match="other val run 'preset' settings \\(learning_rate"):
+        ms.val_blind_control(cfg.replace(learning_rate=1e-4), "2d_only", 0, "preset")
+    with pytest.raises(ValueError, match="at least two val rooms"):
+        ms.val_blind_control(cfg.replace(output_dir=str(tmp_path / "empty")), "2d_only", 0, "x")
 
     from spatial_mllm.experiments.mini_study_plots import (
         plot_contrasts,

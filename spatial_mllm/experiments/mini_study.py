@@ -127,6 +127,7 @@ __all__ = [
     "claims_markdown",
     "write_study_tables",
     "counting_confusion",
+    "val_blind_control",
 ]
 
 #: variant → (connector, spatial encoder: "pretrained" / "random" / None)
@@ -187,8 +188,8 @@ class MiniStudyConfig(StageConfig):
     num_frames_rendered: int = field(default=32, metadata={
         "help": "frames per video; also the sampler's candidates (paper: 128 candidates)"})
     max_questions_per_type: int = field(default=4, metadata={"help": "cap per room and question type"})
-    train_fraction: float = field(default=0.85, metadata={"help": "fraction of rooms for SFT"})
-    val_fraction: float = field(default=0.05, metadata={
+    train_fraction: float = field(default=0.80, metadata={"help": "fraction of rooms for SFT"})
+    val_fraction: float = field(default=0.10, metadata={
         "help": "fraction of rooms in val (where the recipe is chosen; never the test rooms)"})
     data_overrides: dict[str, Any] = field(default_factory=lambda: {"instance_counts": [1, 2, 3, 4, 5, 6]}, metadata={
         "help": "other DataConfig fields (e.g. min_area, question_types; instance_counts: varied counting truths)"})
@@ -533,12 +534,8 @@ def _train_shared_stage(cfg: MiniStudyConfig, sft, out: Path):
     """Train one shared 2D stage (an SFT run, quiet unless ``progress``) and save it as a plain Qwen2.5-VL
     checkpoint at ``out``; returns ``(model, processor, result)``."""
     from spatial_mllm.train.pretrain import save_qwen_part
-    from spatial_mllm.train.sft import load_sft_checkpoint, train_sft
 
-    quiet = contextlib.redirect_stdout(io.StringIO()) if not cfg.progress else contextlib.nullcontext()
-    with quiet:
-        result = train_sft(sft)
-    model, processor = load_sft_checkpoint(result.output_dir, device="cpu")
+    result, model, processor = _train_run(cfg, sft)
     save_qwen_part(model, out, processor.tokenizer)
     return model, processor, result
 
@@ -1012,6 +1009,17 @@ def _visible_reader(cfg: MiniStudyConfig, rows: list[dict]) -> None:
         evaluate_vsibench(ec, reader, rows=other_room_rows(rows) if sampling == "other_room" else rows)
 
 
+def _train_run(cfg: MiniStudyConfig, sft):
+    """Train one of the study's SFT runs (quiet unless ``progress``); returns ``(result, model, processor)``."""
+    from spatial_mllm.train.sft import load_sft_checkpoint, train_sft
+
+    quiet = contextlib.redirect_stdout(io.StringIO()) if not cfg.progress else contextlib.nullcontext()
+    with quiet:
+        result = train_sft(sft)
+    model, processor = load_sft_checkpoint(result.output_dir, device="cpu")
+    return result, model, processor
+
+
 def _train_and_score(cfg: MiniStudyConfig, variant: str, seed: int, threads: int | None = None) -> dict:
     """One SFT run of ``variant`` with ``seed``, scored with each of its samplings on the held-out questions
     (``eval/07_<variant>_<sampling>_s<seed>/``); its trainer folder is dropped unless ``keep_checkpoints``.
@@ -1019,14 +1027,10 @@ def _train_and_score(cfg: MiniStudyConfig, variant: str, seed: int, threads: int
     import torch
 
     from spatial_mllm.eval.model_predict import evaluate_model_vsibench
-    from spatial_mllm.train.sft import load_sft_checkpoint, train_sft
 
     _set_threads(threads)
     name, rows, t1 = cfg.run_name(variant, seed), cfg.eval_rows(), time.perf_counter()
-    quiet = contextlib.redirect_stdout(io.StringIO()) if not cfg.progress else contextlib.nullcontext()
-    with quiet:
-        result = train_sft(cfg.sft_config(variant, seed))
-    model, processor = load_sft_checkpoint(result.output_dir, device="cpu")
+    result, model, processor = _train_run(cfg, cfg.sft_config(variant, seed))
     scores = {}
     for sampling in cfg.samplings_of(variant):
         with torch.no_grad():
@@ -1042,6 +1046,57 @@ def _train_and_score(cfg: MiniStudyConfig, variant: str, seed: int, threads: int
         shutil.rmtree(cfg.study_dir() / "runs" / name, ignore_errors=True)
     return {"run": name, "status": "ran", "seconds": round(time.perf_counter() - t1, 1), "train_loss": result.train_loss,
             "macro": {s: v["overall_macro"] for s, v in scores.items()}}
+
+
+def val_blind_control(cfg: MiniStudyConfig, variant: str = "2d_only", seed: int = 0, tag: str = "preset",
+                      threads: int | None = None) -> dict:
+    """Score a recipe on the **val** rooms, as the bar scores the test rooms: one SFT run of ``variant`` with
+    ``seed``, trained exactly as the study trains it (:meth:`MiniStudyConfig.sft_config`: ``cfg``'s SFT
+    settings, from ``cfg``'s shared stages), scored with uniform frames on every val question, once with the
+    room's own video and once with another val room's (:func:`other_room_rows`). Candidate recipes are ``cfg``s
+    that differ in their SFT fields, each under its own ``tag``; the test rooms are never read.
+
+    Writes ``<output_dir>/val/<tag>_<variant>_s<seed>/{own,other_room}/`` (predictions, scores) and ``val.json``
+    (the run's SFT settings, train loss, VSI-Bench macro and per-task scores of both, ``gap`` = own − other
+    macro, points) last; a finished one is reused when its settings match, else an error names the keys. The
+    trainer folder is dropped unless ``keep_checkpoints``. ``threads``: torch threads to set first."""
+    import torch
+
+    from spatial_mllm.eval.model_predict import evaluate_model_vsibench
+    from spatial_mllm.eval.vsibench import EvalConfig, load_vsibench
+
+    _set_threads(threads)
+    out = cfg.out() / "val" / f"{tag}_{variant}_s{seed}"
+    sft = cfg.sft_config(variant, seed)
+    sft.output_dir = str(cfg.study_dir() / "runs" / f"val_{tag}_{variant}_s{seed}")
+    params = sft.to_dict()
+    if (out / "val.json").is_file():
+        _same_params(out / "val.json", params, f"val run {tag!r}")
+        return json.loads((out / "val.json").read_text())
+    source = cfg.data_dir() / "val_vsibench.jsonl"
+    rows = load_vsibench(str(source)) if source.is_file() else []
+    if len({r["scene_name"] for r in rows}) < 2:
+        raise ValueError(f"{source}: the val blind control needs questions of at least two val rooms "
+                         f"(val_fraction={cfg.val_fraction})")
+    t0 = time.perf_counter()
+    result, model, processor = _train_run(cfg, sft)
+    record: dict[str, Any] = {"params": params, "tag": tag, "variant": variant, "seed": seed,
+                              "train_loss": result.train_loss, "train_s": result.runtime_s,
+                              "questions": len(rows), "rooms": len({r["scene_name"] for r in rows})}
+    for name, shown in (("own", rows), ("other_room", other_room_rows(rows))):
+        shutil.rmtree(out / name, ignore_errors=True)  # answers of this run only, never resumed
+        ec = EvalConfig(output_dir=str(out / name), source=str(source), video_root=str(cfg.data_dir()),
+                        prompt_style="sft", num_frames=cfg.num_frames, batch_size=cfg.eval_batch_size,
+                        max_new_tokens=cfg.eval_max_new_tokens, seed=seed)
+        with torch.no_grad():
+            sc = evaluate_model_vsibench(model, processor, ec, rows=shown, progress=cfg.progress)
+        record[name] = {"macro": sc["overall_macro"], "per_task": sc["per_task"]}
+    record["gap"] = record["own"]["macro"] - record["other_room"]["macro"]
+    record["seconds"] = round(time.perf_counter() - t0, 1)
+    if not cfg.keep_checkpoints:
+        shutil.rmtree(sft.output_dir, ignore_errors=True)
+    (out / "val.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
 
 
 def _run_worker(cfg_dict: dict, variant: str, seed: int) -> dict:
