@@ -388,6 +388,9 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path, one_thread, monkeypat
     by_id = {r["id"]: r["scene_name"] for r in seen["own"]}
     assert all(r["scene_name"] != by_id[r["id"]] and r["scene_name"] in val_rooms for r in seen["other_room"])
     assert not (cfg.study_dir() / "runs" / "val_preset_2d_only_s0").exists()
+    vt = ms.val_table(cfg)
+    assert list(vt["seed"]) == [0, "mean"] and vt["gap"].tolist() == pytest.approx([val["gap"]] * 2)
+    assert ms.val_table(cfg.replace(output_dir=str(tmp_path / "none"))).empty
     # finished: reused without training; another recipe under the same tag is an error naming the key
     def no_training(*a, **k):
         raise AssertionError("a finished val run was retrained")

@@ -128,6 +128,7 @@ __all__ = [
     "write_study_tables",
     "counting_confusion",
     "val_blind_control",
+    "val_table",
 ]
 
 #: variant → (connector, spatial encoder: "pretrained" / "random" / None)
@@ -1097,6 +1098,26 @@ def val_blind_control(cfg: MiniStudyConfig, variant: str = "2d_only", seed: int 
         shutil.rmtree(sft.output_dir, ignore_errors=True)
     (out / "val.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def val_table(cfg: MiniStudyConfig):
+    """Every finished :func:`val_blind_control` run under ``<output_dir>/val/`` as one row (tag, variant, seed,
+    own and other-room macro, gap, points; per-task own − other as ``gap <task>`` columns), and per tag and
+    variant the mean over seeds (``seed`` = ``"mean"``). Empty when none ran."""
+    import pandas as pd
+
+    rows = []
+    for f in sorted((cfg.out() / "val").glob("*/val.json")):
+        r = json.loads(f.read_text())
+        rows.append({"tag": r["tag"], "variant": r["variant"], "seed": r["seed"], "own": r["own"]["macro"],
+                     "other_room": r["other_room"]["macro"], "gap": r["gap"],
+                     **{f"gap {t}": v - r["other_room"]["per_task"][t] for t, v in r["own"]["per_task"].items()}})
+    if not rows:
+        return pd.DataFrame(columns=["tag", "variant", "seed", "own", "other_room", "gap"])
+    df = pd.DataFrame(rows)
+    mean = df.drop(columns="seed").groupby(["tag", "variant"], sort=False).mean().reset_index().assign(seed="mean")
+    return pd.concat([df.astype({"seed": object}), mean], ignore_index=True).sort_values(
+        ["tag", "variant"], kind="stable").reset_index(drop=True)
 
 
 def _run_worker(cfg_dict: dict, variant: str, seed: int) -> dict:
