@@ -245,7 +245,7 @@ class MiniStudyConfig(StageConfig):
     max_steps: int = field(default=800, metadata={"help": "SFT optimizer steps per run"})
     global_batch_size: int = field(default=16, metadata={"help": "rows per optimizer step"})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "rows per forward pass"})
-    learning_rate: float = field(default=3e-4, metadata={"help": "peak lr of the LLM"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "peak lr of the LLM (chosen on the val rooms, README)"})
     mm_projector_lr: float = field(default=3e-4, metadata={"help": "peak lr of the connector and ViT merger"})
     sft_overrides: dict[str, Any] = field(default_factory=lambda: {"video_cache_size": 1000, "encoder_cache": True},
                                           metadata={
