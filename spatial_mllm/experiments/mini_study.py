@@ -43,7 +43,8 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    ``other_room``, shows each question the uniform frames of *another* held-out room (:func:`other_room_rows`):
    the blind control, per variant, for whether the fine-tuned model reads its video at all
    (:data:`DIAGNOSTICS`), a precondition for every claim; :func:`counting_confusion` shows whether counting
-   answers move with the true count. The ``val`` rooms are for choosing the recipe (never the test rooms).
+   answers move with the true count. The ``val`` rooms are for choosing the recipe (never the test rooms):
+   :func:`val_blind_control` scores a candidate on them as the bar scores the test rooms (own − other macro).
 5. **Statistics** — per-question scores (VSI-Bench: accuracy / mean relative accuracy) of every run feed a
    **hierarchical percentile bootstrap** (:func:`bootstrap_scores`): each replicate resamples the seeds and,
    within each question type, the questions (so per-type counts stay fixed); task scores follow
@@ -55,7 +56,8 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
 Layout under ``output_dir`` (default ``outputs/mini``): ``mini_study/data/``, ``mini_study/pretrain/{vggt,
 vggt_random,qwen,qwen_s<seed>,qwen_grounded,grounding_draws/s<seed>,qwen_reading}/``, ``mini_study/frames_cache/``, ``mini_study/runs/<variant>_s<seed>/`` (SFT
 run, deleted after scoring unless ``keep_checkpoints``), ``eval/07_<variant>_<sampling>_s<seed>/``
-(predictions, scores), ``eval/07_frequency/``, ``tables/07_*.csv|md``, ``figures/07_*``. Finished pieces are
+(predictions, scores), ``eval/07_frequency/``, ``val/<tag>_<variant>_s<seed>/`` (:func:`val_blind_control`),
+``tables/07_*.csv|md``, ``figures/07_*``. Finished pieces are
 skipped on a rerun; data and encoders made with other settings are an error that names the keys (never
 silently reused).
 Everything is seeded (rooms, encoders, SFT, bootstrap): a rerun with the same params on the same machine and
