@@ -5,7 +5,7 @@
 #                the `spatial-mllm` Jupyter kernel, nbdime's git integration. Seconds when ready.
 #   make demo    every notebook on the tiny preset, in order, into outputs/tiny/
 #   make mini    the mini study (notebook 07 on the mini preset: pretrained tiny encoders, a grounding stage, 3 variants x
-#                3 seeds, bootstrap intervals), ~75 minutes on 2 CPU cores, into outputs/mini/
+#                3 seeds, bootstrap intervals), 75-100 minutes on 2 CPU cores, into outputs/mini/
 #   make test    the whole test suite (notebooks included)
 #   make lint    ruff
 #   make lab     JupyterLab on the project with the spatial-mllm kernel
