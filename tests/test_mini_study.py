@@ -398,7 +398,7 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path, one_thread, monkeypat
     monkeypatch.setattr(ms, "_train_run", no_training)
     assert ms.val_blind_control(cfg, "2d_only", 0, "preset") == val
     with pytest.raises(ValueError, match="other val run 'preset' settings \\(learning_rate"):
-        ms.val_blind_control(cfg.replace(learning_rate=1e-4), "2d_only", 0, "preset")
+        ms.val_blind_control(cfg.replace(learning_rate=cfg.learning_rate * 2), "2d_only", 0, "preset")
     with pytest.raises(ValueError, match="at least two val rooms"):
         ms.val_blind_control(cfg.replace(output_dir=str(tmp_path / "empty")), "2d_only", 0, "x")
 
