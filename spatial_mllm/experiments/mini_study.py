@@ -667,6 +667,28 @@ def ground_llm(cfg: MiniStudyConfig, log=print) -> Path:
     return out
 
 
+def _val_own_and_other(cfg: MiniStudyConfig, model, processor, rows: list[dict], out: Path, prefix: str,
+                       seed: int) -> dict[str, dict]:
+    """Greedy answers of ``model`` to the val questions ``rows`` (uniform frames) with each room's own video and with
+    another val room's (:func:`other_room_rows`), into fresh folders ``out/<prefix>own`` and ``out/<prefix>other_room``
+    (answers of this model only, never resumed); returns ``{"own": scores, "other_room": scores}`` (VSI-Bench)."""
+    import torch
+
+    from spatial_mllm.eval.model_predict import evaluate_model_vsibench
+    from spatial_mllm.eval.vsibench import EvalConfig
+
+    quiet = contextlib.redirect_stdout(io.StringIO()) if not cfg.progress else contextlib.nullcontext()
+    scores = {}
+    for name, shown in (("own", rows), ("other_room", other_room_rows(rows))):
+        shutil.rmtree(out / f"{prefix}{name}", ignore_errors=True)
+        ec = EvalConfig(output_dir=str(out / f"{prefix}{name}"), source=str(cfg.data_dir() / "val_vsibench.jsonl"),
+                        video_root=str(cfg.data_dir()), prompt_style="sft", num_frames=cfg.num_frames,
+                        batch_size=cfg.eval_batch_size, max_new_tokens=cfg.eval_max_new_tokens, seed=seed)
+        with torch.no_grad(), quiet:
+            scores[name] = evaluate_model_vsibench(model, processor, ec, rows=shown, progress=cfg.progress)
+    return scores
+
+
 def reading_stage(cfg: MiniStudyConfig, log=print) -> Path:
     """The reading stage: the grounded 2D model (:meth:`MiniStudyConfig.shared_path`) fine-tuned for
     ``reading_steps`` steps on the train rooms' spatial SFT rows of ``reading_types`` only (LLM and merger),
@@ -675,11 +697,9 @@ def reading_stage(cfg: MiniStudyConfig, log=print) -> Path:
     from the question's prior; on their own they are learned from the frames (README, finding 9). Checked on
     the val rooms' questions of those types, own frames vs another val room's (``run.json`` ``val``: VSI
     scores per type). Skipped when it exists with the same settings (else an error naming the keys)."""
-    import torch
 
     from spatial_mllm.data.formats import read_jsonl, write_jsonl
-    from spatial_mllm.eval.model_predict import evaluate_model_vsibench
-    from spatial_mllm.eval.vsibench import EvalConfig, load_vsibench
+    from spatial_mllm.eval.vsibench import load_vsibench
 
     out = cfg.reading_path()
     sft = cfg.reading_config()
@@ -694,19 +714,11 @@ def reading_stage(cfg: MiniStudyConfig, log=print) -> Path:
     write_jsonl(rows, d / "reading_train.jsonl")
     log(f"reading stage ({cfg.reading_steps} steps on {len(rows)} rows of {', '.join(cfg.reading_types)}) ...")
     model, processor, result = _train_shared_stage(cfg, sft, out)
-    quiet = contextlib.redirect_stdout(io.StringIO()) if not cfg.progress else contextlib.nullcontext()
     t0, val = time.time(), {}
     val_rows = [r for r in load_vsibench(str(d / "val_vsibench.jsonl")) if _task_of(r["question_type"])
                 in {_task_of(t) for t in cfg.reading_types}] if (d / "val_vsibench.jsonl").is_file() else []
     if len({r["scene_name"] for r in val_rows}) >= 2:
-        for name, shown in (("own", val_rows), ("other_room", other_room_rows(val_rows))):
-            shutil.rmtree(out / f"val_{name}", ignore_errors=True)  # answers of this model only, never resumed
-            ec = EvalConfig(output_dir=str(out / f"val_{name}"), source=str(d / "val_vsibench.jsonl"),
-                            video_root=str(d), prompt_style="sft", num_frames=cfg.num_frames,
-                            batch_size=cfg.eval_batch_size, max_new_tokens=cfg.eval_max_new_tokens,
-                            seed=cfg.pretrain_seed)
-            with torch.no_grad(), quiet:
-                sc = evaluate_model_vsibench(model, processor, ec, rows=shown)
+        for name, sc in _val_own_and_other(cfg, model, processor, val_rows, out, "val_", cfg.pretrain_seed).items():
             for task, v in sc["per_task"].items():
                 val.setdefault(task, {})[name] = round(v, 1)
         log("reading model on the val rooms (own frames vs another room's): " + ", ".join(
@@ -1063,10 +1075,7 @@ def val_blind_control(cfg: MiniStudyConfig, variant: str = "2d_only", seed: int 
     (the run's SFT settings, train loss, VSI-Bench macro and per-task scores of both, ``gap`` = own − other
     macro, points) last; a finished one is reused when its settings match, else an error names the keys. The
     trainer folder is dropped unless ``keep_checkpoints``. ``threads``: torch threads to set first."""
-    import torch
-
-    from spatial_mllm.eval.model_predict import evaluate_model_vsibench
-    from spatial_mllm.eval.vsibench import EvalConfig, load_vsibench
+    from spatial_mllm.eval.vsibench import load_vsibench
 
     _set_threads(threads)
     out = cfg.out() / "val" / f"{tag}_{variant}_s{seed}"
@@ -1086,13 +1095,7 @@ def val_blind_control(cfg: MiniStudyConfig, variant: str = "2d_only", seed: int 
     record: dict[str, Any] = {"params": params, "tag": tag, "variant": variant, "seed": seed,
                               "train_loss": result.train_loss, "train_s": result.runtime_s,
                               "questions": len(rows), "rooms": len({r["scene_name"] for r in rows})}
-    for name, shown in (("own", rows), ("other_room", other_room_rows(rows))):
-        shutil.rmtree(out / name, ignore_errors=True)  # answers of this run only, never resumed
-        ec = EvalConfig(output_dir=str(out / name), source=str(source), video_root=str(cfg.data_dir()),
-                        prompt_style="sft", num_frames=cfg.num_frames, batch_size=cfg.eval_batch_size,
-                        max_new_tokens=cfg.eval_max_new_tokens, seed=seed)
-        with torch.no_grad():
-            sc = evaluate_model_vsibench(model, processor, ec, rows=shown, progress=cfg.progress)
+    for name, sc in _val_own_and_other(cfg, model, processor, rows, out, "", seed).items():
         record[name] = {"macro": sc["overall_macro"], "per_task": sc["per_task"]}
     record["gap"] = record["own"]["macro"] - record["other_room"]["macro"]
     record["seconds"] = round(time.perf_counter() - t0, 1)
