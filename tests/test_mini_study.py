@@ -165,7 +165,8 @@ def test_other_room_rows_swap_every_video_and_keep_the_question():
 
 def test_encoder_table_reports_the_vits_target(tmp_path):
     """The ViT rows follow its pretraining target: majority-class accuracy vs the majority class, or presence
-    accuracy vs 'all absent' with precision / recall / F1."""
+    accuracy vs 'all absent' with precision / recall / F1, and with instance centres their scores and the
+    per-frame instance counts vs 'always one'."""
     cfg = MiniStudyConfig(output_dir=str(tmp_path))
     pre = cfg.study_dir() / "pretrain"
     keys = ("abs_rel", "delta1", "const_abs_rel", "const_delta1", "rot_err_mean", "static_rot_err_mean",
@@ -184,6 +185,14 @@ def test_encoder_table_reports_the_vits_target(tmp_path):
     assert t.loc["ViT per-patch category presence accuracy ↑", "reference"] == 0.95
     assert [t.loc[f"ViT presence {k} ↑", "pretrained"] for k in ("precision", "recall", "f1")] == [0.86, 0.61, 0.71]
     assert "ViT per-patch category accuracy ↑" not in t.index
+    assert "ViT instance-centre f1 ↑" not in t.index
+    held["centres"] = {"accuracy": 0.99, "chance_absent": 0.98, "precision": 0.76, "recall": 0.46, "f1": 0.58}
+    held.update(frame_count_accuracy=0.42, frame_count_chance=0.91)  # target 'presence_centres'
+    (pre / "qwen" / "run.json").write_text(json.dumps({"metrics": {"held_out": held}}))
+    t = ms.encoder_table(cfg).set_index("metric")
+    assert [t.loc[f"ViT instance-centre {k} ↑", "pretrained"] for k in ("precision", "recall", "f1")] == [0.76, 0.46, 0.58]
+    row = t.loc["ViT instances per frame and category exact ↑"]
+    assert (row["pretrained"], row["reference"], row["reference_is"]) == (0.42, 0.91, "always one")
 
 
 def test_grounding_accuracy_asks_about_the_next_video_in_the_blind_control(monkeypatch):

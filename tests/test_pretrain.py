@@ -20,6 +20,7 @@ from spatial_mllm.train.pretrain import (
     depth_metrics,
     geometry_batch,
     geometry_loss,
+    patch_centres,
     patch_labels,
     patch_presence,
     pretrain_vggt,
@@ -182,6 +183,28 @@ def test_patch_presence_counts_small_objects_per_block():
     assert patch_labels(lab).tolist() == [[[3, 0]]]
 
 
+def test_patch_centres_give_each_visible_instance_one_block():
+    """Two chairs side by side light the same presence blocks as one wide chair; their centres mark one block
+    each, so the marked blocks count the instances; an instance under centre_min_pixels marks none."""
+    ids = torch.zeros(2, 28, 84, dtype=torch.long)
+    ids[0, :, 0:20] = 1  # frame 0: chair 1 in block 0, chair 2 centred in block 1 (cols 21..48, mean 34.5)
+    ids[0, :, 21:49] = 2
+    ids[0, 0:4, 80:84] = 3  # 16 px lamp: under 30 px
+    ids[1, :, 0:49] = 1  # frame 1: one wide chair over the same blocks (mean column 24 -> block 0)
+    cat = {1: 3, 2: 3, 3: 5}
+    labels = torch.zeros_like(ids)
+    for i, c in cat.items():
+        labels[ids == i] = c
+    cen = patch_centres(ids, labels, min_pixels=30)
+    assert cen.shape == (2, 1, 3, len(SEMANTIC_CLASSES) - 1)
+    assert cen[0, 0, :, 2].tolist() == [1.0, 1.0, 0.0] and cen[1, 0, :, 2].tolist() == [1.0, 0.0, 0.0]
+    assert cen[..., 4].sum() == 0  # the lamp is too small
+    assert patch_centres(ids, labels, min_pixels=10)[0, 0, 2, 4] == 1.0
+    # presence cannot tell the two frames apart: chair in blocks 0 and 1 both times
+    assert torch.equal(patch_presence(labels, 16)[0, ..., 2], patch_presence(labels, 16)[1, ..., 2])
+    assert cen.sum((1, 2))[:, 2].tolist() == [2.0, 1.0]  # per frame: instances of the category
+
+
 def test_presence_target_trains_a_per_slot_multilabel_head(tmp_path):
     """target='presence': the head has one logit per object category and temporal slot, trains on video
     pairs and still frames, and the run reports presence precision / recall against the all-absent chance."""
@@ -203,6 +226,16 @@ def test_presence_target_trains_a_per_slot_multilabel_head(tmp_path):
         assert 0.0 <= held["accuracy"] <= 1.0 and 0.5 < held["chance_absent"] <= 1.0
         hist = json.loads((out / "history.json").read_text())
         assert hist[-1]["loss"] < hist[0]["loss"]
+    with pytest.raises(ValueError, match="centre_min_pixels"):
+        SemanticPretrainConfig(centre_min_pixels=0)
+    scfg = SemanticPretrainConfig(out_dir=str(tmp_path / "qc"), steps=3, batch_size=2, num_train_scenes=1,
+                                  num_eval_scenes=1, frames_per_scene=2, width=56, height=56, log_every=1,
+                                  video_pairs=1, target="presence_centres")
+    out = pretrain_vit(scfg, log=None)
+    assert load_file(str(out / "semantic_head.safetensors"))["weight"].shape[0] == 4 * (len(SEMANTIC_CLASSES) - 1)
+    held = json.loads((out / "run.json").read_text())["metrics"]["held_out"]
+    assert {"f1", "centres", "frame_count_accuracy", "frame_count_chance"} <= held.keys()
+    assert 0.0 <= held["frame_count_accuracy"] <= 1.0 and {"precision", "recall"} <= held["centres"].keys()
 
 
 def test_config_validation():

@@ -9,7 +9,9 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    VGGT's losses (``geometry`` = :class:`~spatial_mllm.train.pretrain.GeometryPretrainConfig` fields), and the
    tiny Qwen ViT for per-patch semantics (``semantic`` = :class:`~spatial_mllm.train.pretrain.
    SemanticPretrainConfig` fields; the mini preset's ``target: presence`` makes each video token say which
-   categories cover part of its block in each of its two frames, small objects included). Both see rooms
+   categories cover part of its block in each of its two frames, small objects included; ``target:
+   presence_centres`` also marks the block of each visible instance's centre, so that the tokens carry
+   instance counts — measured on the val rooms and not chosen, README). Both see rooms
    of their own seed (``pretrain_seed``), not the QA rooms.
    The same VGGT architecture at the exact random init the pretraining started from is saved as the
    control (``pretrain/vggt_random``). Held-out depth AbsRel / δ<1.25 and relative-pose errors of both go
@@ -779,8 +781,9 @@ def grounding_validation(cfg: MiniStudyConfig, model, processor, out: Path | Non
 
 # Settings added after studies were run, with the value every earlier run had: a record without the key was
 # made with that value (so an older study folder is reused when the setting is left at it).
-_ADDED_LATER = {"target": "majority", "presence_min_pixels": 16, "types": list(GROUNDING_DEFAULT_TYPES),
-                "grounding_types": list(GROUNDING_DEFAULT_TYPES), "grounding_draws": 1}
+_ADDED_LATER = {"target": "majority", "presence_min_pixels": 16, "centre_min_pixels": 30,
+                "types": list(GROUNDING_DEFAULT_TYPES), "grounding_types": list(GROUNDING_DEFAULT_TYPES),
+                "grounding_draws": 1}
 
 
 def _same_params(path: Path, expected: dict, what: str, key: str | None = "params") -> None:
@@ -869,6 +872,11 @@ def encoder_table(cfg: MiniStudyConfig):
                            sem["chance_absent"], "all absent"]
         for k in ("precision", "recall", "f1"):
             df.loc[len(df)] = [f"ViT presence {k} ↑", math.nan, sem[k], math.nan, ""]
+        if "centres" in sem:  # target 'presence_centres'
+            for k in ("precision", "recall", "f1"):
+                df.loc[len(df)] = [f"ViT instance-centre {k} ↑", math.nan, sem["centres"][k], math.nan, ""]
+            df.loc[len(df)] = ["ViT instances per frame and category exact ↑", math.nan, sem["frame_count_accuracy"],
+                               sem["frame_count_chance"], "always one"]
     elif sem:
         df.loc[len(df)] = ["ViT per-patch category accuracy ↑", math.nan, sem["accuracy"], sem["chance_majority"],
                            "majority class"]

@@ -20,7 +20,14 @@ K, camera-from-world extrinsics in OpenCV axes), so both priors can be learned o
   cover less than a block (median 530 px of 784; 40 % of the visible ones are never a block's majority),
   so the majority target leaves them out of the tokens; presence keeps every visible object and which
   frame of the pair shows it — what a question about counts or order needs (the mini study, README
-  finding 8). No depth or pose target reaches it, so the 2D branch gets semantics and no metric geometry.
+  finding 8). ``target="presence_centres"`` adds, per category and temporal slot, whether the *centre* of an
+  instance of it (the mean pixel of its visible mask in that frame, if it covers >= ``centre_min_pixels``)
+  lies in the block: presence says which categories a block shows, not how many instances — two chairs
+  side by side light the same blocks as one wide chair — while the centres give each visible instance
+  exactly one token, so the number of instances in a frame is a sum over its tokens (on the mini study's
+  val + test rooms, the maximum over the 8 shown frames of the blocks holding a centre predicts the number
+  of instances seen with r = 0.88; of the blocks where the category is present, r = 0.39).
+  No depth or pose target reaches it, so the 2D branch gets semantics and no metric geometry.
   Saves a plain Qwen2.5-VL checkpoint (tiny text model untouched, ViT pretrained) with the tiny tokenizer,
   which ``from_qwen_and_vggt(qwen_dir, vggt_dir)`` and (``connector="none"``)
   ``SpatialMLLMForConditionalGeneration.from_pretrained(qwen_dir)`` accept; the head is saved beside it
@@ -187,9 +194,13 @@ class SemanticPretrainConfig(StageConfig):
     target: str = field(default="majority", metadata={
         "help": "what the head predicts per merged token: 'majority' (softmax over the block's majority "
                 "category, walls/floor/ceiling = background) or 'presence' (sigmoid per object category and "
-                "temporal slot: does the category cover >= presence_min_pixels of the block in that frame)"})
+                "temporal slot: does the category cover >= presence_min_pixels of the block in that frame) or "
+                "'presence_centres' (presence, and per category and slot: is an instance's centre in the block)"})
     presence_min_pixels: int = field(default=16, metadata={
         "help": "pixels of a 28x28 block a category must cover to be 'present' there (target 'presence')"})
+    centre_min_pixels: int = field(default=30, metadata={
+        "help": "pixels an instance must cover in a frame for its centre to be a target (target "
+                "'presence_centres'; the grounding questions' threshold for 'seen')"})
     llm_init: str = field(default="qwen", metadata={
         "help": "init of the (untrained) tiny LLM saved with the ViT: 'qwen' (Qwen2.5-VL's, std 0.02) or "
                 "'width_scaled' (embeddings N(0, 1), matrices N(0, 1/fan_in): spatial_mllm.models.tiny."
@@ -202,8 +213,9 @@ class SemanticPretrainConfig(StageConfig):
             raise ValueError(f"llm_init must be one of {LLM_INITS}, got {self.llm_init!r}")
         if self.target not in SEMANTIC_TARGETS:
             raise ValueError(f"target must be one of {SEMANTIC_TARGETS}, got {self.target!r}")
-        if self.presence_min_pixels < 1:
-            raise ValueError(f"presence_min_pixels must be >= 1, got {self.presence_min_pixels}")
+        if self.presence_min_pixels < 1 or self.centre_min_pixels < 1:
+            raise ValueError(f"presence_min_pixels and centre_min_pixels must be >= 1, got "
+                             f"{self.presence_min_pixels}, {self.centre_min_pixels}")
         if self.width % 28 or self.height % 28:
             raise ValueError(f"width/height must be multiples of 28 (14-px patches merged 2x2), "
                              f"got {self.width}x{self.height}")
@@ -230,6 +242,7 @@ class RenderedScan:
     extrinsics: torch.Tensor  # [T, 3, 4] camera-from-world (OpenCV)
     intrinsics: torch.Tensor  # [T, 3, 3] pixels
     labels: torch.Tensor  # [T, H, W] int64 index into SEMANTIC_CLASSES
+    instance_ids: torch.Tensor | None = None  # [T, H, W] int64 ObjectBox.instance_id, 0 = room / no hit
 
 
 def render_scans(num_scenes: int, first_index: int, seed: int, width: int, height: int,
@@ -255,7 +268,8 @@ def render_scans(num_scenes: int, first_index: int, seed: int, width: int, heigh
             scene_id=scene.meta.scene_id,
             images=torch.from_numpy(fr.rgb).permute(0, 3, 1, 2).float() / 255.0,
             depth=depth, world_points=unproject_depth(depth, K, E), extrinsics=E, intrinsics=K,
-            labels=torch.from_numpy(lut[fr.instance_ids])))
+            labels=torch.from_numpy(lut[fr.instance_ids]),
+            instance_ids=torch.from_numpy(fr.instance_ids.astype(np.int64))))
     return scans
 
 
@@ -489,7 +503,7 @@ def _semantic_classes() -> tuple[str, ...]:
 
 
 SEMANTIC_CLASSES: tuple[str, ...] = _semantic_classes()  # index 0 = walls / floor / ceiling / no hit
-SEMANTIC_TARGETS = ("majority", "presence")
+SEMANTIC_TARGETS = ("majority", "presence", "presence_centres")
 
 
 def _block_class_counts(labels: torch.Tensor, block: int) -> torch.Tensor:
@@ -505,6 +519,39 @@ def patch_presence(labels: torch.Tensor, min_pixels: int, block: int = 28) -> to
     ``[..., H/block, W/block, C - 1]`` float (1 where category ``c + 1`` covers ``>= min_pixels`` pixels of
     the block; background excluded), row-major like Qwen's merged tokens."""
     return (_block_class_counts(labels, block)[..., 1:] >= min_pixels).float()
+
+
+def patch_centres(instance_ids: torch.Tensor, labels: torch.Tensor, min_pixels: int,
+                  block: int = 28) -> torch.Tensor:
+    """Object categories with an instance *centre* per ``block × block`` pixel block: ``instance_ids`` and
+    ``labels`` ``[..., H, W]`` (instance id, 0 = room; class index of each pixel) → ``[..., H/block, W/block,
+    C - 1]`` float, 1 where an instance of category ``c + 1`` that covers ``>= min_pixels`` pixels of the frame
+    has the mean pixel (row, column) of its visible mask in the block. Each visible instance marks one block
+    per frame, so per frame and category the marked blocks count the instances (up to two centres sharing a
+    block)."""
+    *lead, H, W = labels.shape
+    ids = instance_ids.reshape(-1, H * W).long()
+    cls = labels.reshape(-1, H * W).long()
+    h, w, k = H // block, W // block, len(SEMANTIC_CLASSES)
+    out = torch.zeros(ids.shape[0], h * w * (k - 1))
+    rows = torch.arange(H, dtype=torch.float64).repeat_interleave(W)
+    cols = torch.arange(W, dtype=torch.float64).repeat(H)
+    n_ids = int(ids.max()) + 1 if ids.numel() else 1
+    for f in range(ids.shape[0]):
+        count = torch.bincount(ids[f], minlength=n_ids)
+        keep = torch.nonzero(count >= min_pixels).flatten()
+        keep = keep[keep > 0]
+        if not len(keep):
+            continue
+        cy = torch.bincount(ids[f], weights=rows, minlength=n_ids)[keep] / count[keep]
+        cx = torch.bincount(ids[f], weights=cols, minlength=n_ids)[keep] / count[keep]
+        first = torch.full((n_ids,), H * W, dtype=torch.long).scatter_reduce(
+            0, ids[f], torch.arange(H * W), reduce="amin")[keep]  # one pixel of each instance
+        c = cls[f, first]
+        ok = c > 0  # an instance labelled background (not in the catalog) is left out
+        blk = (cy.long() // block) * w + cx.long() // block
+        out[f, (blk[ok] * (k - 1) + c[ok] - 1)] = 1.0
+    return out.reshape(*lead, h, w, k - 1)
 
 
 def patch_labels(labels: torch.Tensor, block: int = 28) -> torch.Tensor:
@@ -542,9 +589,10 @@ class SemanticProbe(torch.nn.Module):
     @classmethod
     def for_target(cls, visual: torch.nn.Module, target: str) -> SemanticProbe:
         """'majority': one logit per class (softmax); 'presence': one per object category and temporal slot
-        (``[slot 0 categories, slot 1 categories]``, sigmoid)."""
+        (``[slot 0 categories, slot 1 categories]``, sigmoid); 'presence_centres': those, then as many for
+        the instance centres (``[presence slot 0, slot 1, centres slot 0, slot 1]``)."""
         k = len(SEMANTIC_CLASSES)
-        return cls(visual, k if target == "majority" else 2 * (k - 1))
+        return cls(visual, {"majority": k, "presence": 2 * (k - 1), "presence_centres": 4 * (k - 1)}[target])
 
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         """Logits ``[N·h/2·w/2, num_outputs]`` in merged-token order (image, row, column)."""
@@ -569,20 +617,39 @@ def _still_logits(probe: SemanticProbe, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_presence(probe: SemanticProbe, scans: list[RenderedScan], min_pixels: int) -> dict[str, float]:
-    """Target 'presence' on still frames (both temporal slots the same frame; their probabilities averaged):
-    accuracy over (merged patch, object category) pairs vs. chance (predicting 'absent' everywhere), and
-    precision / recall / F1 of 'present'."""
-    images = torch.cat([s.images for s in scans])
-    truth = patch_presence(torch.cat([s.labels for s in scans]), min_pixels).reshape(-1, len(SEMANTIC_CLASSES) - 1)
-    prob = torch.sigmoid(_still_logits(probe, images)).view(len(truth), 2, -1).mean(1)  # [N·h·w, C - 1]
-    pred = prob > 0.5
-    pos = truth > 0.5
+def _binary_scores(pred: torch.Tensor, pos: torch.Tensor) -> dict[str, float]:
     tp = float((pred & pos).sum())
     precision, recall = tp / max(1.0, float(pred.sum())), tp / max(1.0, float(pos.sum()))
     return {"accuracy": float((pred == pos).float().mean()), "chance_absent": float((~pos).float().mean()),
-            "precision": precision, "recall": recall,
-            "f1": 2 * precision * recall / max(1e-9, precision + recall), "num_patches": len(truth)}
+            "precision": precision, "recall": recall, "f1": 2 * precision * recall / max(1e-9, precision + recall)}
+
+
+@torch.no_grad()
+def evaluate_presence(probe: SemanticProbe, scans: list[RenderedScan], min_pixels: int,
+                      centre_min_pixels: int | None = None) -> dict[str, float]:
+    """Target 'presence' on still frames (both temporal slots the same frame; their probabilities averaged):
+    accuracy over (merged patch, object category) pairs vs. chance (predicting 'absent' everywhere), and
+    precision / recall / F1 of 'present'. With ``centre_min_pixels`` (target 'presence_centres') also the
+    centres' scores (``centres``) and ``frame_count_accuracy``: over the (frame, category) pairs where the
+    category has a centre in the truth or the prediction, how often the number of blocks predicted to hold
+    a centre equals the true number (the instances of it the frame shows), vs. ``frame_count_chance``
+    (always one)."""
+    k = len(SEMANTIC_CLASSES) - 1
+    images = torch.cat([s.images for s in scans])
+    labels = torch.cat([s.labels for s in scans])
+    truth = patch_presence(labels, min_pixels).reshape(-1, k)
+    heads = 2 if centre_min_pixels is None else 4
+    prob = torch.sigmoid(_still_logits(probe, images)).view(len(truth), heads, k)  # [N·h·w, heads, C - 1]
+    out = {**_binary_scores(prob[:, :2].mean(1) > 0.5, truth > 0.5), "num_patches": len(truth)}
+    if centre_min_pixels is not None:
+        ct = patch_centres(torch.cat([s.instance_ids for s in scans]), labels, centre_min_pixels)  # [N, h, w, k]
+        pred = (prob[:, 2:].mean(1) > 0.5).view(ct.shape)
+        out["centres"] = _binary_scores(pred.reshape(-1, k), ct.reshape(-1, k) > 0.5)
+        n_true, n_pred = ct.sum((1, 2)), pred.float().sum((1, 2))  # [N, k] centres per frame and category
+        asked = (n_true > 0) | (n_pred > 0)
+        out["frame_count_accuracy"] = float((n_true[asked] == n_pred[asked]).float().mean())
+        out["frame_count_chance"] = float((n_true[asked] == 1).float().mean())
+    return out
 
 
 @torch.no_grad()
@@ -648,7 +715,9 @@ def pretrain_vit(cfg: SemanticPretrainConfig, log=print) -> Path:
                         cfg.frames_per_scene)
     images, labels = _frames(train)
     presence = (patch_presence(torch.cat([s.labels for s in train]), cfg.presence_min_pixels)
-                if cfg.target == "presence" else None)  # [N, h, w, C − 1]
+                if cfg.target != "majority" else None)  # [N, h, w, C − 1]
+    centres = (patch_centres(torch.cat([s.instance_ids for s in train]), torch.cat([s.labels for s in train]),
+                             cfg.centre_min_pixels) if cfg.target == "presence_centres" else None)  # [N, h, w, C − 1]
     pixels = [_qwen_pixels(images[k:k + 1]) for k in range(len(images))]  # per frame: ([h·w, 1176], [1, 3])
     opt = torch.optim.AdamW(probe.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -667,9 +736,9 @@ def pretrain_vit(cfg: SemanticPretrainConfig, log=print) -> Path:
             second = ix  # a still frame fills both temporal slots
             pv = torch.cat([pixels[i][0] for i in ix])
         logits = probe(pv, torch.cat([pixels[i][1] for i in ix]))  # [B·h·w, outputs]
-        if presence is not None:  # targets [B·h·w, 2(C − 1)]: slot 0's categories, then slot 1's
-            loss = F.binary_cross_entropy_with_logits(
-                logits, torch.cat([presence[ix], presence[second]], -1).reshape(len(logits), -1))
+        if presence is not None:  # targets [B·h·w, 2(C − 1)]: slot 0's categories, then slot 1's (then centres)
+            parts = [presence[ix], presence[second]] + ([] if centres is None else [centres[ix], centres[second]])
+            loss = F.binary_cross_entropy_with_logits(logits, torch.cat(parts, -1).reshape(len(logits), -1))
         elif cfg.video_pairs:
             k = len(SEMANTIC_CLASSES)
             loss = F.cross_entropy(logits, 0.5 * (F.one_hot(labels[ix].reshape(-1), k) +
@@ -683,8 +752,9 @@ def pretrain_vit(cfg: SemanticPretrainConfig, log=print) -> Path:
             history.append({"step": step, "loss": round(float(loss.detach()), 4), "time_s": round(time.time() - t0, 1)})
             if log is not None:
                 log(f"step {step:4d}  {'bce' if presence is not None else 'ce'} {float(loss.detach()):.3f}")
-    if cfg.target == "presence":
-        metrics = {"held_out": evaluate_presence(probe, held, cfg.presence_min_pixels) if held else None}
+    if cfg.target != "majority":
+        metrics = {"held_out": evaluate_presence(probe, held, cfg.presence_min_pixels, cfg.centre_min_pixels
+                                                 if cfg.target == "presence_centres" else None) if held else None}
     else:
         metrics = {"held_out": evaluate_semantics(probe, held, labels) if held else None}
     model.eval()
