@@ -49,11 +49,16 @@ from spatial_mllm.models.tiny import LLM_INITS, tiny_model, tiny_tokenizer
 TEXT = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4}  # the mini preset's LLM
 
 
-def lookup_batch(tok, rng: random.Random, n: int, context: int = 48, words: int = 12):
-    """``n`` questions: left-padded ids ``[n, L]``, attention mask ``[n, L]``, answer token ids ``[n]``."""
+def _vocab(tok):
+    """The one-token categories, their token ids and the filler token (shared by the tasks)."""
     cats = [c for c in CATALOG if " " not in c]  # one token each
     cid = {c: tok(" " + c, add_special_tokens=False)["input_ids"][0] for c in cats}
-    filler = tok(" room", add_special_tokens=False)["input_ids"][-1]
+    return cats, cid, tok(" room", add_special_tokens=False)["input_ids"][-1]
+
+
+def lookup_batch(tok, rng: random.Random, n: int, context: int = 48, words: int = 12):
+    """``n`` questions: left-padded ids ``[n, L]``, attention mask ``[n, L]``, answer token ids ``[n]``."""
+    cats, cid, filler = _vocab(tok)
     yes, no = (tok(a, add_special_tokens=False)["input_ids"][0] for a in (" yes", " no"))
     rows, answers = [], []
     for _ in range(n):
@@ -75,9 +80,7 @@ def count_batch(tok, rng: random.Random, n: int, context: int = 48, words: int =
     """``n`` counting questions: ``k`` (uniform in 1..max_count) tokens of the asked category and
     ``words - k`` of 1-5 other categories among filler, then ``" How many <category>?"``; the target is the
     token of ``" <k>"`` (chance 1 / max_count)."""
-    cats = [c for c in CATALOG if " " not in c]
-    cid = {c: tok(" " + c, add_special_tokens=False)["input_ids"][0] for c in cats}
-    filler = tok(" room", add_special_tokens=False)["input_ids"][-1]
+    cats, cid, filler = _vocab(tok)
     digit = {k: tok(f" {k}", add_special_tokens=False)["input_ids"][0] for k in range(1, max_count + 1)}
     rows, answers = [], []
     for _ in range(n):

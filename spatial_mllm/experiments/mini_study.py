@@ -699,7 +699,6 @@ def reading_stage(cfg: MiniStudyConfig, log=print) -> Path:
     from the question's prior; on their own they are learned from the frames (README, finding 9). Checked on
     the val rooms' questions of those types, own frames vs another val room's (``run.json`` ``val``: VSI
     scores per type). Skipped when it exists with the same settings (else an error naming the keys)."""
-
     from spatial_mllm.data.formats import read_jsonl, write_jsonl
     from spatial_mllm.eval.vsibench import load_vsibench
 
