@@ -17,11 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 
 def _cmd_run_notebooks(args: argparse.Namespace) -> int:
-    from spatial_mllm.config import ConfigError
+    from spatial_mllm.config import ConfigError, yaml_load
     from spatial_mllm.runner import NotebookFailed, run_notebooks
 
     overrides = {}
@@ -29,7 +27,7 @@ def _cmd_run_notebooks(args: argparse.Namespace) -> int:
         if "=" not in item:
             raise ConfigError(f"--set {item!r} is not of the form key=value")
         k, _, v = item.partition("=")
-        overrides[k.strip()] = yaml.safe_load(v)
+        overrides[k.strip()] = yaml_load(v)
     try:
         results = run_notebooks(
             args.preset, args.only, root=args.root, output_root=args.output_root, kernel=args.kernel,

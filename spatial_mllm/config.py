@@ -8,7 +8,9 @@ precedence, from the dataclass defaults (the ``tiny`` preset), a params YAML
 * An unknown or mistyped key is an error that names the key and the file it came from (with close
   matches), never silently ignored.
 * A value of the wrong type is an error that names the key, the file, the expected and the given type.
-  Ints are accepted for float fields; YAML strings are not coerced to numbers.
+  Ints are accepted for float fields; YAML strings are not coerced to numbers. Params YAMLs and
+  ``key=value`` overrides are read with :func:`yaml_load`, PyYAML's safe loader with YAML 1.2's float
+  syntax, so that ``3e-5`` is the float 3e-05 (PyYAML alone reads it as the string ``'3e-5'``).
 
 Each run writes ``run.json`` beside its outputs: params, seed, git sha, package versions, device,
 start/end time (:func:`write_run_json`, :class:`RunRecord`).
@@ -26,6 +28,7 @@ import difflib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import types
@@ -37,6 +40,7 @@ from typing import Any, Literal, Union
 import yaml
 
 __all__ = [
+    "yaml_load",
     "ConfigError",
     "StageConfig",
     "load_params",
@@ -240,6 +244,29 @@ def params_schema(stem: str) -> type | None:
     return obj
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's float syntax: ``1e-5`` and ``3E+2`` are floats (YAML 1.1 needs a
+    dot, ``1.0e-5``, else a string)."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text (a params file or the value of a ``key=value`` override) safely, with YAML 1.2's
+    floats: ``lr: 3e-5`` is a float, as every YAML 1.2 reader and a user expect."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
 def _parse_overrides(overrides, source: str) -> dict[str, Any]:
     if overrides is None:
         return {}
@@ -250,7 +277,7 @@ def _parse_overrides(overrides, source: str) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"{source}: override {item!r} is not of the form key=value")
         k, _, v = item.partition("=")
-        out[k.strip()] = yaml.safe_load(v)
+        out[k.strip()] = yaml_load(v)
     return out
 
 
@@ -260,7 +287,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):

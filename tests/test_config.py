@@ -6,7 +6,7 @@ from typing import Literal
 
 import pytest
 
-from spatial_mllm.config import ConfigError, RunRecord, StageConfig, load_params, resolve_path
+from spatial_mllm.config import ConfigError, RunRecord, StageConfig, load_params, resolve_path, yaml_load
 
 
 @dataclass
@@ -89,6 +89,18 @@ def test_wrong_type_names_key_and_file(tmp_path, text, key):
 def test_int_accepted_for_float_and_none_for_optional(tmp_path):
     cfg = load_params(_write(tmp_path, "lr: 1\npath: null\n"), schema=Demo)
     assert isinstance(cfg.lr, float) and cfg.lr == 1.0 and cfg.path is None
+
+
+def test_exponent_floats_without_a_dot_are_floats_in_files_and_overrides(tmp_path):
+    """PyYAML alone reads ``3e-5`` as a string (YAML 1.1); a user writing ``lr: 3e-5`` or ``--set lr=3e-5`` means
+    the float. Strings, ints and dates keep their types; an exponent on an int field is still an error."""
+    assert yaml_load("3e-5") == 3e-5 and yaml_load("-2E+3") == -2000.0 and yaml_load("[1e-3, 2]") == [1e-3, 2]
+    assert yaml_load("1e") == "1e" and yaml_load("'3e-5'") == "3e-5" and yaml_load("12") == 12
+    cfg = load_params(_write(tmp_path, "lr: 3e-5\n"), schema=Demo)
+    assert cfg.lr == 3e-5
+    assert load_params(_write(tmp_path, "lr: 0.5\n", "04_demo.yaml"), overrides=["lr=1e-5"], schema=Demo).lr == 1e-5
+    with pytest.raises(ConfigError, match="'seed'"):
+        load_params(_write(tmp_path, "seed: 1e3\n", "05_demo.yaml"), schema=Demo)
 
 
 def test_post_init_rejection_keeps_reason(tmp_path):

@@ -43,9 +43,7 @@ import json
 import re
 from pathlib import Path
 
-import yaml
-
-from spatial_mllm.config import ConfigError, read_yaml, resolve_path
+from spatial_mllm.config import ConfigError, read_yaml, resolve_path, yaml_load
 
 __all__ = ["add_evaluate_subparser", "run_evaluate_command", "build_eval_config", "build_predictor", "main"]
 
@@ -159,7 +157,7 @@ def build_eval_config(args: argparse.Namespace):
         if "=" not in item:
             raise ConfigError(f"--set {item!r} is not of the form key=value")
         k, _, v = item.partition("=")
-        data[k.strip()] = yaml.safe_load(v)
+        data[k.strip()] = yaml_load(v)
     cfg = EvalConfig.from_dict(data, source=src)
     if cfg.prompt_style == "auto" and args.model in BASELINES:
         return cfg.replace(prompt_style="v1.1")
