@@ -359,8 +359,13 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path, one_thread, monkeypat
     assert "geometry_prior" not in set(con["claim"])  # its control arm was not run
     assert "not tested" in ms.claims_markdown(con)
     assert not math.isnan(enc.set_index("metric").loc["depth AbsRel ↓ (median-scaled)", "pretrained"])
-    # a rerun skips every finished run; finished encoders or data made with other settings are an error
+    # a rerun skips every finished run; finished encoders or data made with other settings are an error, and so are
+    # scores of runs trained with other SFT settings (a changed recipe never reuses the old recipe's scores)
     assert {s["status"] for s in ms.run_study(cfg, log=lambda *a: None)} == {"skipped"}
+    with pytest.raises(ValueError, match="other SFT settings \\(train_merger"):
+        ms.run_study(cfg.replace(sft_overrides={**cfg.sft_overrides, "train_merger": False}), log=lambda *a: None)
+    with pytest.raises(ValueError, match="other SFT settings \\(learning_rate"):
+        ms.run_study(cfg.replace(learning_rate=cfg.learning_rate / 2), log=lambda *a: None)
     # a run redone from the finished pieces (data, encoders, grounded LLM) writes the same predictions, byte for byte
     done = cfg.out() / "eval" / cfg.eval_name("vggt_pretrained", "uniform", 1)
     before = {s: (cfg.out() / "eval" / cfg.eval_name("vggt_pretrained", s, 1) / "predictions.jsonl").read_bytes()
@@ -485,3 +490,24 @@ def test_same_params_reads_a_setting_added_later_as_the_value_older_runs_had(tmp
         ms._same_params(record, {"seed": 0, "mix": 0.3, "types": list(GROUNDING_TYPES)}, "grounding", key=None)
     with pytest.raises(ValueError, match="mix"):
         ms._same_params(record, {"seed": 0, "mix": 0.5, "types": list(DEFAULT_TYPES)}, "grounding", key=None)
+
+
+def test_a_scored_run_is_reused_only_with_the_sft_settings_it_was_trained_with(tmp_path):
+    """``_scored``: a run is finished when every sampling has scores and its ``study.json`` (written last); its
+    recorded SFT settings must equal the ones the config gives it now; a record without them is refused."""
+    cfg = MiniStudyConfig(output_dir=str(tmp_path))
+    folders = [cfg.out() / "eval" / cfg.eval_name("2d_only", s, 0) for s in cfg.samplings_of("2d_only")]
+    assert len(folders) >= 2 and not ms._scored(cfg, "2d_only", 0)
+    record = {"variant": "2d_only", "seed": 0, "params": cfg.sft_config("2d_only", 0).to_dict()}
+    for f in folders:
+        f.mkdir(parents=True)
+        (f / "scores.json").write_text("{}")
+    (folders[0] / "study.json").write_text(json.dumps(record))
+    assert not ms._scored(cfg, "2d_only", 0)  # one sampling's record is missing: redo the run
+    (folders[1] / "study.json").write_text(json.dumps(record))
+    assert ms._scored(cfg, "2d_only", 0)
+    with pytest.raises(ValueError, match="other SFT settings \\(max_steps"):
+        ms._scored(cfg.replace(max_steps=cfg.max_steps + 1), "2d_only", 0)
+    (folders[1] / "study.json").write_text(json.dumps({k: v for k, v in record.items() if k != "params"}))
+    with pytest.raises(ValueError, match="without a record of its SFT settings"):
+        ms._scored(cfg, "2d_only", 0)

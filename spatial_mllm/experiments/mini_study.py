@@ -970,8 +970,21 @@ def sampling_coverage(cfg: MiniStudyConfig):
 
 
 def _scored(cfg: MiniStudyConfig, variant: str, seed: int) -> bool:
-    return all((cfg.out() / "eval" / cfg.eval_name(variant, s, seed) / "scores.json").is_file()
-               for s in cfg.samplings_of(variant))
+    """Whether every sampling of the run (``variant``, ``seed``) is scored; a scored one must have been trained
+    with the SFT settings ``cfg`` gives it now (its ``study.json`` ``params``, written last), else an error names
+    the keys (a changed recipe never reuses the old recipe's scores)."""
+    done = True
+    for s in cfg.samplings_of(variant):
+        folder = cfg.out() / "eval" / cfg.eval_name(variant, s, seed)
+        record = folder / "study.json"  # written last
+        if not (folder / "scores.json").is_file() or not record.is_file():
+            done = False
+            continue
+        if "params" not in json.loads(record.read_text()):
+            raise ValueError(f"{folder} was scored without a record of its SFT settings ({record}: no 'params'), "
+                             f"so it cannot be reused safely; delete {folder} to redo the run")
+        _same_params(record, cfg.sft_config(variant, seed).to_dict(), "SFT")
+    return done
 
 
 def _next_in_order(keys: list, what: str) -> dict:
@@ -1052,15 +1065,17 @@ def _train_and_score(cfg: MiniStudyConfig, variant: str, seed: int, threads: int
 
     _set_threads(threads)
     name, rows, t1 = cfg.run_name(variant, seed), cfg.eval_rows(), time.perf_counter()
-    result, model, processor = _train_run(cfg, cfg.sft_config(variant, seed))
+    sft = cfg.sft_config(variant, seed)
+    params = sft.to_dict()
+    result, model, processor = _train_run(cfg, sft)
     scores = {}
     for sampling in cfg.samplings_of(variant):
         with torch.no_grad():
             scores[sampling] = evaluate_model_vsibench(
                 model, processor, cfg.eval_config(variant, sampling, seed),
                 rows=other_room_rows(rows) if sampling == "other_room" else rows, progress=cfg.progress)
-    info = {"variant": variant, "seed": seed, "train_loss": result.train_loss, "train_steps": result.global_step,
-            "train_s": result.runtime_s, **({"torch_threads": threads} if threads is not None else {})}
+    info = {"variant": variant, "seed": seed, "params": params, "train_loss": result.train_loss,
+            "train_steps": result.global_step, "train_s": result.runtime_s, **({"torch_threads": threads} if threads is not None else {})}
     for sampling in cfg.samplings_of(variant):
         (cfg.out() / "eval" / cfg.eval_name(variant, sampling, seed) / "study.json").write_text(
             json.dumps({**info, "sampling": sampling}, indent=1) + "\n")
