@@ -260,6 +260,7 @@ def _micro(out: Path) -> MiniStudyConfig:
         eval_limit=12, eval_batch_size=12, bootstrap_samples=200, grounding_steps=2, grounding_random_subsets=1,
         grounding_draws=1, run_workers=1,
         grounding_mix=0.5, grounding_types=list(GROUNDING_TYPES), reading_steps=2,
+        text_pretraining={"steps": 2, "batch_size": 2, "eval_size": 8, "log_every": 2},
         reading_types=["object_counting", "room_size_estimation"], data_overrides={"instance_counts": [1, 2, 3]})
 
 
@@ -307,10 +308,17 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path, one_thread, monkeypat
     assert {r["scene_name"] for r in rows} <= test_scenes
     for sub in ("vggt", "vggt_random", "qwen", "qwen_s0", "qwen_s1", "qwen_grounded"):
         assert (cfg.study_dir() / "pretrain" / sub / "config.json").is_file(), sub
-    # every variant and seed starts from the one reading-stage LLM, which started from the grounded one
+    # every variant and seed starts from the one reading-stage LLM, which started from the grounded one, which
+    # started from the text-pretrained LLM (qwen_s<pretrain_seed>'s LLM, same ViT)
     assert {cfg.sft_config(v, s).model_name_or_path for v in cfg.variants for s in cfg.seeds} == {
         str(cfg.reading_path())}
     assert cfg.reading_config().model_name_or_path == str(cfg.grounded_path())
+    assert cfg.grounding_config().model_name_or_path == str(cfg.text_path())
+    text_run = json.loads((cfg.text_path() / "run.json").read_text())
+    assert text_run["params"] == cfg.text_config().to_dict() and text_run["params"]["seed"] == cfg.pretrain_seed
+    assert text_run["source"] == str(cfg.qwen_path(cfg.pretrain_seed))
+    assert (cfg.text_path() / "model.safetensors").read_bytes() == \
+        (cfg_b.text_path() / "model.safetensors").read_bytes()
     reading = [json.loads(x) for x in (cfg.data_dir() / "reading_train.jsonl").read_text().splitlines()]
     assert reading and {r["question_type"] for r in reading} <= {"object_counting", "room_size_estimation"}
     assert {r["video"].split("/")[1] for r in reading} <= set(json.loads((cfg.data_dir() / "splits.json").read_text())["train"])
@@ -379,6 +387,10 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path, one_thread, monkeypat
         assert (cfg.out() / "eval" / cfg.eval_name("vggt_pretrained", s, 1) / "predictions.jsonl").read_bytes() == b, s
     with pytest.raises(ValueError, match="other grounding settings"):
         ms.ground_llm(cfg.replace(grounding_lr=1e-2), log=lambda *a: None)
+    with pytest.raises(ValueError, match="other text pretraining settings \\(lr"):
+        ms.text_pretrain_stage(cfg.replace(text_pretraining={**cfg.text_pretraining, "lr": 0.5}), log=lambda *a: None)
+    with pytest.raises(ValueError, match="other grounding settings \\(model_name_or_path"):  # now from qwen_s1000
+        ms.ground_llm(cfg.replace(text_pretraining={}), log=lambda *a: None)
     with pytest.raises(ValueError, match="other reading settings"):
         ms.reading_stage(cfg.replace(reading_types=["object_counting"]), log=lambda *a: None)
     with pytest.raises(ValueError, match="other grounding settings \\(types"):
@@ -490,6 +502,20 @@ def test_same_params_reads_a_setting_added_later_as_the_value_older_runs_had(tmp
         ms._same_params(record, {"seed": 0, "mix": 0.3, "types": list(GROUNDING_TYPES)}, "grounding", key=None)
     with pytest.raises(ValueError, match="mix"):
         ms._same_params(record, {"seed": 0, "mix": 0.5, "types": list(DEFAULT_TYPES)}, "grounding", key=None)
+
+
+def test_text_pretraining_moves_where_the_shared_stages_start(tmp_path):
+    base = MiniStudyConfig(output_dir=str(tmp_path))
+    assert base.text_config().steps == 0 and base.llm_start_path() == base.qwen_path(base.pretrain_seed)
+    assert base.grounding_config().model_name_or_path == str(base.qwen_path(base.pretrain_seed))
+    on = base.replace(text_pretraining={"steps": 10})
+    assert on.llm_start_path() == on.text_path() and on.grounding_config().model_name_or_path == str(on.text_path())
+    assert on.replace(grounding_steps=0).shared_path() == on.text_path()
+    assert on.replace(grounding_steps=0, reading_steps=0, text_pretraining={}).base_path(2) == base.qwen_path(2)
+    with pytest.raises(ValueError, match="no grounding or reading stage"):
+        on.replace(grounding_steps=0, reading_steps=0)
+    with pytest.raises(ConfigError, match="'step'"):
+        base.replace(text_pretraining={"step": 10})
 
 
 def test_a_scored_run_is_reused_only_with_the_sft_settings_it_was_trained_with(tmp_path):

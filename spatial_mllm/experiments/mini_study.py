@@ -16,8 +16,14 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    The same VGGT architecture at the exact random init the pretraining started from is saved as the
    control (``pretrain/vggt_random``). Held-out depth AbsRel / δ<1.25 and relative-pose errors of both go
    to ``tables/07_encoders.csv``.
+2a. **Text pretraining** (optional, ``text_pretraining: {steps: N, ...}``; :func:`text_pretrain_stage`, off in
+   the mini preset) — the LLM of ``qwen_s<pretrain_seed>`` learns to count and look up category words in its
+   text context (:mod:`spatial_mllm.train.text_pretrain`, the ViT untouched) before the grounding stage starts
+   from it: a stand-in for the language pretraining a random-init tiny LLM lacks (it needs ~6000 steps before it
+   counts anything, ``benchmarks/bench_llm_lookup.py --task count``). Measured on the val rooms and not (yet)
+   chosen (README, "Why counting is not read").
 2b. **Grounding stage** (optional, ``grounding_steps``; :func:`ground_llm`) — the 2D model (the pretrained ViT
-   with an LLM initialised from ``pretrain_seed``) is fine-tuned once on questions only the frames answer, from
+   with an LLM initialised from ``pretrain_seed``, text-pretrained with 2a) is fine-tuned once on questions only the frames answer, from
    the renderer's exact per-pixel labels of the train rooms (:mod:`spatial_mllm.data.grounding`: visible
    counts, presence, first seen, everything seen; on the uniform frames and ``grounding_random_subsets``
    random frame draws; with ``grounding_balance`` balanced per category, so the category named cannot tell
@@ -56,7 +62,7 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    lies above 0, *contradicted* when below, otherwise *not resolved* (:func:`claims_markdown`).
 
 Layout under ``output_dir`` (default ``outputs/mini``): ``mini_study/data/``, ``mini_study/pretrain/{vggt,
-vggt_random,qwen,qwen_s<seed>,qwen_grounded,grounding_draws/s<seed>,qwen_reading}/``, ``mini_study/frames_cache/``, ``mini_study/runs/<variant>_s<seed>/`` (SFT
+vggt_random,qwen,qwen_s<seed>,qwen_text,qwen_grounded,grounding_draws/s<seed>,qwen_reading}/``, ``mini_study/frames_cache/``, ``mini_study/runs/<variant>_s<seed>/`` (SFT
 run, deleted after scoring unless ``keep_checkpoints``), ``eval/07_<variant>_<sampling>_s<seed>/``
 (predictions, scores), ``eval/07_frequency/``, ``val/<tag>_<variant>_s<seed>/`` (:func:`val_blind_control`),
 ``tables/07_*.csv|md``, ``figures/07_*``. Finished pieces are
@@ -78,7 +84,8 @@ Departures from the paper (also in the README):
    N(0, 1) and matrices N(0, 1/fan_in)) instead of Qwen2.5-VL's std 0.02, which is tuned for 2048-d: with it
    the tiny LLM barely learns to look things up in its context (``benchmarks/bench_llm_lookup.py``). Its
    spatial SFT keeps 30 % grounding rows beside the spatial questions (``grounding_mix``; the paper's SFT
-   data are spatial QA only).
+   data are spatial QA only). Optionally (2a, not in the preset) the LLM is first pretrained on counting and
+   lookup in text, a stand-in for the language pretraining the paper's Qwen2.5-VL has.
 3. Training frames are uniform; the sampler is a test-time choice (the paper's sampling ablation is at
    test time too; its SFT data used the sampler's frames).
 4. The paper reports single runs; here ≥ 3 seeds and bootstrap intervals. The random-init VGGT control has
@@ -115,6 +122,7 @@ __all__ = [
     "build_study_data",
     "pretrain_encoders",
     "build_grounding_data",
+    "text_pretrain_stage",
     "ground_llm",
     "reading_stage",
     "grounding_accuracy",
@@ -205,6 +213,10 @@ class MiniStudyConfig(StageConfig):
         "help": "GeometryPretrainConfig fields for the tiny VGGT (out_dir, seed, width, height are set here)"})
     semantic: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(MINI_SEMANTIC)), metadata={
         "help": "SemanticPretrainConfig fields for the tiny ViT + LLM size (out_dir, seed, width, height set here)"})
+    text_pretraining: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "TextPretrainConfig fields (spatial_mllm/train/text_pretrain.py; seed is set here): the LLM of "
+                "qwen_s<pretrain_seed> pretrained on counting / lookup in text before the grounding stage "
+                "(steps 0 or {} = off, the mini preset)"})
     # ---- grounding stage (identical for every variant) ------------------------------------------------
     grounding_steps: int = field(default=4500, metadata={
         "help": "steps of the grounding stage before the spatial SFT (0 = none): the 2D model (LLM init from "
@@ -297,6 +309,10 @@ class MiniStudyConfig(StageConfig):
                              "grounding_random_subsets >= 0 and grounding_draws >= 1")
         from spatial_mllm.data.formats import MCA_TYPES, NA_TYPES
 
+        if self.text_config().steps and not (self.grounding_steps or self.reading_steps):
+            raise ValueError("text_pretraining has steps but there is no grounding or reading stage to start from "
+                             "it (every SFT run would start from its own qwen_s<seed>); set grounding_steps or "
+                             "reading_steps, or text_pretraining: {}")
         bad = [t for t in self.reading_types if t not in NA_TYPES + MCA_TYPES]
         if bad or not self.reading_types or self.reading_steps < 0 or self.reading_lr <= 0:
             raise ValueError(f"reading_types: {self.reading_types} must be question types of "
@@ -355,6 +371,21 @@ class MiniStudyConfig(StageConfig):
             **self.semantic, "out_dir": str(self.study_dir() / "pretrain" / "qwen"), "seed": self.pretrain_seed,
             "width": self.width, "height": self.height}, source="MiniStudyConfig.semantic")
 
+    def text_config(self):
+        from spatial_mllm.train.text_pretrain import TextPretrainConfig
+
+        return TextPretrainConfig.from_dict({**self.text_pretraining, "seed": self.pretrain_seed},
+                                            source="MiniStudyConfig.text_pretraining")
+
+    def text_path(self) -> Path:
+        """The text-pretrained LLM (with the semantic-pretrained ViT), see :func:`text_pretrain_stage`."""
+        return self.study_dir() / "pretrain" / "qwen_text"
+
+    def llm_start_path(self) -> Path:
+        """Where the shared stages start: ``qwen_s<pretrain_seed>``, or its text-pretrained copy
+        (:meth:`text_path`) when ``text_pretraining`` has steps."""
+        return self.text_path() if self.text_config().steps else self.qwen_path(self.pretrain_seed)
+
     def vggt_path(self, kind: str | None) -> str | None:
         return None if kind is None else str(self.study_dir() / "pretrain" / ("vggt" if kind == "pretrained" else
                                                                           "vggt_random"))
@@ -372,9 +403,10 @@ class MiniStudyConfig(StageConfig):
         return self.study_dir() / "pretrain" / "qwen_reading"
 
     def shared_path(self) -> Path:
-        """Where the reading stage starts: the grounded model, or without a grounding stage the
-        semantic-pretrained ViT with the LLM initialised from ``pretrain_seed``."""
-        return self.grounded_path() if self.grounding_steps else self.qwen_path(self.pretrain_seed)
+        """Where the reading stage starts: the grounded model, or without a grounding stage
+        :meth:`llm_start_path` (the semantic-pretrained ViT with the LLM initialised from ``pretrain_seed``,
+        text-pretrained when ``text_pretraining`` has steps)."""
+        return self.grounded_path() if self.grounding_steps else self.llm_start_path()
 
     def base_path(self, seed: int) -> Path:
         """The Qwen2.5-VL checkpoint a variant's SFT with ``seed`` starts from: the reading stage's model when
@@ -410,7 +442,7 @@ class MiniStudyConfig(StageConfig):
         return self.study_dir() / "pretrain" / "grounding_draws" / f"s{seed}"
 
     def grounding_config(self, seed: int | None = None):
-        """The grounding stage as an SFT run: 2D only, from ``qwen_s<pretrain_seed>``, seeded with ``seed``
+        """The grounding stage as an SFT run: 2D only, from :meth:`llm_start_path`, seeded with ``seed``
         (default ``pretrain_seed``), on ``grounding_train.jsonl``."""
         from spatial_mllm.train.sft import SFTConfig
 
@@ -418,7 +450,7 @@ class MiniStudyConfig(StageConfig):
         c = self.sft_config("2d_only", self.pretrain_seed).to_dict()
         c.update(output_dir=str(self.study_dir() / "runs" / ("grounding" if self.grounding_draws == 1 else
                                                              f"grounding_s{seed}")), seed=seed,
-                 model_name_or_path=str(self.qwen_path(self.pretrain_seed)), train_file="grounding_train.jsonl",
+                 model_name_or_path=str(self.llm_start_path()), train_file="grounding_train.jsonl",
                  max_steps=max(1, self.grounding_steps), learning_rate=self.grounding_lr,
                  mm_projector_lr=self.grounding_lr, train_vision=self.grounding_train_vision,
                  train_merger=self.grounding_train_merger,
@@ -617,9 +649,32 @@ def _log_grounding_val(log, what: str, val: dict) -> None:
             f"{k} {v['own']:.1f} vs {v['other_room']:.1f}" for k, v in val.items() if k != "questions"))
 
 
+def text_pretrain_stage(cfg: MiniStudyConfig, log=print) -> Path:
+    """The text pretraining stage (only when ``text_pretraining`` has steps): ``qwen_s<pretrain_seed>``'s LLM
+    trained on counting / lookup over its text context (:func:`spatial_mllm.train.text_pretrain.pretrain_llm_text`,
+    the ViT untouched), saved as ``pretrain/qwen_text``, where the shared stages then start. Skipped when it exists
+    with the same settings (else an error naming the keys). Returns :meth:`MiniStudyConfig.llm_start_path`."""
+    from spatial_mllm.train.text_pretrain import pretrain_llm_text
+
+    tc = cfg.text_config()
+    if not tc.steps:
+        return cfg.llm_start_path()
+    out = cfg.text_path()
+    if (out / "run.json").is_file():
+        _same_params(out / "run.json", tc.to_dict(), "text pretraining")
+        return out
+    log(f"text pretraining of the LLM ({tc.steps} steps) ...")
+    shutil.rmtree(out, ignore_errors=True)
+    rec = pretrain_llm_text(cfg.qwen_path(cfg.pretrain_seed), out, tc, log=log if cfg.progress else None)
+    log("text-pretrained LLM, held-out " + ", ".join(
+        f"{k} {rec['metrics']['before'][k]:.2f} -> {rec['metrics']['after'][k]:.2f} (chance {c:.2f})"
+        for k, c in rec["metrics"]["chance"].items()))
+    return out
+
+
 def ground_llm(cfg: MiniStudyConfig, log=print) -> Path:
-    """The grounding stage: the 2D model ``qwen_s<pretrain_seed>`` (semantic-pretrained ViT, fresh LLM)
-    fine-tuned on the grounding questions of the train rooms for ``grounding_steps`` steps (LLM and merger;
+    """The grounding stage: the 2D model :meth:`MiniStudyConfig.llm_start_path` (semantic-pretrained ViT, fresh
+    or text-pretrained LLM; :func:`text_pretrain_stage` runs first) fine-tuned on the grounding questions of the train rooms for ``grounding_steps`` steps (LLM and merger;
     the ViT too with ``grounding_train_vision``), saved as a plain Qwen2.5-VL checkpoint
     ``pretrain/qwen_grounded`` that every variant and seed starts its SFT from. Skipped when it exists with
     the same settings (else an error naming the keys).
@@ -634,6 +689,7 @@ def ground_llm(cfg: MiniStudyConfig, log=print) -> Path:
     if (out / "run.json").is_file():
         _same_params(out / "run.json", params, "grounding")
         return out
+    text_pretrain_stage(cfg, log=log)
     build_grounding_data(cfg)
     if cfg.grounding_draws == 1:
         log(f"grounding stage ({cfg.grounding_steps} steps) ...")
@@ -713,6 +769,8 @@ def reading_stage(cfg: MiniStudyConfig, log=print) -> Path:
     if not rows:
         raise ValueError(f"reading_types {cfg.reading_types}: no such rows in {d / 'train_sft.jsonl'}")
     write_jsonl(rows, d / "reading_train.jsonl")
+    if not cfg.grounding_steps:
+        text_pretrain_stage(cfg, log=log)  # the reading stage starts from it
     log(f"reading stage ({cfg.reading_steps} steps on {len(rows)} rows of {', '.join(cfg.reading_types)}) ...")
     model, processor, result = _train_shared_stage(cfg, sft, out)
     t0, val = time.time(), {}
