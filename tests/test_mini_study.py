@@ -319,6 +319,9 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path, one_thread, monkeypat
     assert text_run["source"] == str(cfg.qwen_path(cfg.pretrain_seed))
     assert (cfg.text_path() / "model.safetensors").read_bytes() == \
         (cfg_b.text_path() / "model.safetensors").read_bytes()
+    text_rows = enc[enc["metric"].str.startswith("LLM text")].set_index("metric")
+    assert len(text_rows) == 2 and text_rows.loc["LLM text how many <category>(s) accuracy ↑", "pretrained"] == \
+        text_run["metrics"]["after"]["count"]
     reading = [json.loads(x) for x in (cfg.data_dir() / "reading_train.jsonl").read_text().splitlines()]
     assert reading and {r["question_type"] for r in reading} <= {"object_counting", "room_size_estimation"}
     assert {r["video"].split("/")[1] for r in reading} <= set(json.loads((cfg.data_dir() / "splits.json").read_text())["train"])

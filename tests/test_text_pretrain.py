@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from spatial_mllm.data.synthetic import CATALOG
-from spatial_mllm.train.text_pretrain import TEXT_POSTFIX, TextPretrainConfig, counting_text_examples, pretrain_llm_text
+from spatial_mllm.train.text_pretrain import (
+    TEXT_POSTFIX,
+    TextPretrainConfig,
+    counting_text_examples,
+    pretrain_llm_text,
+)
 
 
 def _count(context: str, category: str) -> int:

@@ -906,8 +906,9 @@ def pretrain_encoders(cfg: MiniStudyConfig, log=print) -> dict[str, Path]:
 
 def encoder_table(cfg: MiniStudyConfig):
     """Held-out encoder metrics: one row per (model, metric) from the pretraining run.json files —
-    geometry of the random-init and pretrained VGGT (with the constant-depth / no-motion references) and
-    the ViT's per-patch semantic accuracy (with the majority-class reference)."""
+    geometry of the random-init and pretrained VGGT (with the constant-depth / no-motion references),
+    the ViT's per-patch semantic accuracy (with the majority-class reference) and, with text pretraining, the
+    LLM's held-out text counting / lookup accuracy before (``random_init``) and after it (with chance)."""
     import pandas as pd
 
     pre = cfg.study_dir() / "pretrain"
@@ -938,6 +939,11 @@ def encoder_table(cfg: MiniStudyConfig):
         df.loc[len(df)] = ["ViT per-patch category accuracy ↑", math.nan, sem["accuracy"], sem["chance_majority"],
                            "majority class"]
         df.loc[len(df)] = ["ViT accuracy on object patches ↑", math.nan, sem["object_accuracy"], math.nan, ""]
+    if cfg.text_config().steps and (cfg.text_path() / "run.json").is_file():  # random_init = before the stage
+        text = json.loads((cfg.text_path() / "run.json").read_text())["metrics"]
+        for kind, what in (("count", "how many <category>(s)"), ("lookup", "is there a <category>")):
+            df.loc[len(df)] = [f"LLM text {what} accuracy ↑", text["before"][kind], text["after"][kind],
+                               text["chance"][kind], "chance"]
     return df
 
 
