@@ -147,6 +147,7 @@ def test_resume_skips_finished_runs_and_tables(tmp_path, monkeypatch):
         d = cfg.out() / "eval" / v.name
         d.mkdir(parents=True)
         (d / "scores.json").write_text(json.dumps(_fake_scores(micro)))
+        (d / "ablation.json").write_text(json.dumps({"settings": ablations._settings(cfg, v)}))
     calls = []
 
     def fake_run_variant(c, v, **kw):
@@ -154,6 +155,7 @@ def test_resume_skips_finished_runs_and_tables(tmp_path, monkeypatch):
         d = c.out() / "eval" / v.name
         d.mkdir(parents=True, exist_ok=True)
         (d / "scores.json").write_text(json.dumps(_fake_scores(50.0)))
+        (d / "ablation.json").write_text(json.dumps({"settings": ablations._settings(c, v)}))
         return _fake_scores(50.0)
 
     monkeypatch.setattr(ablations, "run_variant", fake_run_variant)
@@ -161,6 +163,9 @@ def test_resume_skips_finished_runs_and_tables(tmp_path, monkeypatch):
     assert calls == [grid[3].name]
     assert [s["status"] for s in statuses] == ["skipped"] * 3 + ["ran"]
     assert ablations.run_ablations(cfg, log=lambda *a: None)[3]["status"] == "skipped" and len(calls) == 1
+    # finished runs made with other SFT settings are never reused: an error names the key
+    with pytest.raises(ValueError, match="other run .* settings \\(sft"):
+        ablations.run_ablations(cfg.replace(learning_rate=cfg.learning_rate / 2), log=lambda *a: None)
 
     runs, agg = ablations.write_tables(cfg)
     assert list(runs["run"]) == [v.name for v in grid]
@@ -180,6 +185,9 @@ def test_resume_skips_finished_runs_and_tables(tmp_path, monkeypatch):
     fig = plot_per_task(agg, runs=runs)
     assert [ax.get_title() for ax in fig.axes if ax.patches] == ["object_counting", "route_planning"]
     plt.close("all")
+    # a run whose scores exist but whose ablation.json (written last) does not is redone
+    (cfg.out() / "eval" / grid[0].name / "ablation.json").unlink()
+    assert ablations.run_ablations(cfg, log=lambda *a: None)[0]["status"] == "ran" and calls[-1] == grid[0].name
 
 
 def test_one_variant_end_to_end(tmp_path):
@@ -192,6 +200,7 @@ def test_one_variant_end_to_end(tmp_path):
     assert scores["num_questions"] == 3 and 0.0 <= scores["overall_micro"] <= 100.0
     info = json.loads((run_dir / "ablation.json").read_text())
     assert info["train_steps"] == 2 and info["connector"] == "mlp_add"
+    assert info["settings"]["sft"]["max_steps"] == 2 and info["settings"] == ablations._settings(cfg, build_grid(cfg)[0])
     assert not (cfg.out() / "ablations" / "05_mlp_add_space_aware_f4_s0").exists()  # keep_checkpoints: false
     # the space-aware frames came from the ground-truth geometry: 4 sorted distinct frames of the 8
     cache = json.loads(cfg.frames_cache_path(4).read_text())

@@ -538,5 +538,5 @@ def test_a_scored_run_is_reused_only_with_the_sft_settings_it_was_trained_with(t
     with pytest.raises(ValueError, match="other SFT settings \\(max_steps"):
         ms._scored(cfg.replace(max_steps=cfg.max_steps + 1), "2d_only", 0)
     (folders[1] / "study.json").write_text(json.dumps({k: v for k, v in record.items() if k != "params"}))
-    with pytest.raises(ValueError, match="without a record of its SFT settings"):
+    with pytest.raises(ValueError, match="no record of its SFT settings"):
         ms._scored(cfg, "2d_only", 0)

@@ -31,8 +31,9 @@ checkpoints).
 Each run writes ``<output_dir>/eval/05_<connector>_<sampling>_f<frames>_s<seed>/`` (train mode) or
 ``<output_dir>/eval/05_<checkpoint>_<sampling>_f<frames>/`` (evaluate mode) with the eval loop's
 ``predictions.jsonl``, ``scores.json`` and ``run.json`` (the layout notebook 06 collects), plus
-``ablation.json`` (the variant and its training summary). A run whose ``scores.json`` exists is skipped,
-so an interrupted grid resumes where it stopped. :func:`summarize` gathers the runs into
+``ablation.json`` (the variant, its settings and training summary; written last). A finished run is skipped, so
+an interrupted grid resumes where it stopped; one made with other settings (SFT settings in train mode, the
+checkpoint in evaluate mode) is an error naming the keys, never reused. :func:`summarize` gathers the runs into
 ``<output_dir>/tables/05_ablations.csv`` (one row per run) and :func:`aggregate` into
 ``05_ablations_aggregated.csv|md`` (mean and a 95 % **Student-t** interval over seeds by default:
 ``mean ± t_{0.975, n-1} · s / √n``; ``ci_method: bootstrap`` gives a percentile bootstrap of the mean).
@@ -563,8 +564,21 @@ def space_aware_frames_cache(cfg: AblationConfig, k: int) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
+def _settings(cfg: AblationConfig, v: Variant) -> dict:
+    """What a run is made with: its SFT settings (train mode) or its checkpoint (evaluate mode)."""
+    return {"sft": cfg.sft_config(v).to_dict()} if cfg.mode == "train" else {"checkpoint": v.path}
+
+
 def _done(cfg: AblationConfig, v: Variant) -> bool:
-    return (cfg.out() / "eval" / v.name / "scores.json").is_file()
+    """A run is finished when its ``scores.json`` and ``ablation.json`` (written last) exist; it must have been made
+    with the settings asked now (``ablation.json`` ``settings``), else an error names the keys."""
+    from spatial_mllm.experiments.records import check_same_settings
+
+    d = cfg.out() / "eval" / v.name
+    if not (d / "scores.json").is_file() or not (d / "ablation.json").is_file():
+        return False
+    check_same_settings(d / "ablation.json", _settings(cfg, v), f"run {v.name!r}", key="settings")
+    return True
 
 
 def _device():
@@ -580,7 +594,7 @@ def run_variant(cfg: AblationConfig, v: Variant, *, model=None, processor=None, 
     from spatial_mllm.eval.model_predict import evaluate_model_vsibench
 
     eval_dir = cfg.out() / "eval" / v.name
-    info: dict[str, Any] = {**v.to_dict(), "mode": cfg.mode, "path": v.path}
+    info: dict[str, Any] = {**v.to_dict(), "mode": cfg.mode, "path": v.path, "settings": _settings(cfg, v)}
     t0 = time.perf_counter()
     if cfg.mode == "train":
         from spatial_mllm.train.sft import load_sft_checkpoint, train_sft

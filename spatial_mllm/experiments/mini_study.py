@@ -845,16 +845,12 @@ _ADDED_LATER = {"target": "majority", "presence_min_pixels": 16, "centre_min_pix
 
 def _same_params(path: Path, expected: dict, what: str, key: str | None = "params") -> None:
     """Resuming must not mix settings: the finished part at ``path`` (a run.json with ``params``, or a plain
-    record) must have been made with ``expected`` (paths aside); else an error names the keys that differ."""
-    got = json.loads(path.read_text())
-    got = got[key] if key else got
-    got = {**{k: v for k, v in _ADDED_LATER.items() if k not in got and k in expected}, **got}
-    skip = {"out_dir", "output_dir"}
-    diff = sorted(k for k in set(got) | set(expected) if k not in skip and got.get(k) != expected.get(k))
-    if diff:
-        raise ValueError(f"{path} was made with other {what} settings ({', '.join(diff)}: "
-                         f"{ {k: got.get(k) for k in diff} } vs now { {k: expected.get(k) for k in diff} }); "
-                         f"use another output_dir or delete {path.parent} to redo it")
+    record) must have been made with ``expected`` (paths aside); else an error names the keys that differ
+    (:func:`spatial_mllm.experiments.records.check_same_settings`, settings added later read as
+    :data:`_ADDED_LATER`)."""
+    from spatial_mllm.experiments.records import check_same_settings
+
+    check_same_settings(path, expected, what, key=key, added_later=_ADDED_LATER)
 
 
 def _qwen_for_seed(src: Path, dst: Path, seed: int, text_overrides: dict, vision_overrides: dict,
@@ -1044,9 +1040,6 @@ def _scored(cfg: MiniStudyConfig, variant: str, seed: int) -> bool:
         if not (folder / "scores.json").is_file() or not record.is_file():
             done = False
             continue
-        if "params" not in json.loads(record.read_text()):
-            raise ValueError(f"{folder} was scored without a record of its SFT settings ({record}: no 'params'), "
-                             f"so it cannot be reused safely; delete {folder} to redo the run")
         _same_params(record, cfg.sft_config(variant, seed).to_dict(), "SFT")
     return done
 
