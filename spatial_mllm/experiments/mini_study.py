@@ -890,7 +890,7 @@ def pretrain_encoders(cfg: MiniStudyConfig, log=print) -> dict[str, Path]:
         log("pretraining the tiny ViT (semantics) ...")
         pretrain_vit(s, log=log if cfg.progress else None)
     _same_params(pre / "qwen" / "run.json", s.to_dict(), "semantic")
-    for seed in [*cfg.seeds, *([cfg.pretrain_seed] if cfg.grounding_steps else [])]:
+    for seed in [*cfg.seeds, *([cfg.pretrain_seed] if cfg.grounding_steps or cfg.reading_steps else [])]:
         record = cfg.qwen_path(seed) / "semantic_params.json"  # the ViT it was copied from
         if not (cfg.qwen_path(seed) / "config.json").is_file() or not record.is_file():
             _qwen_for_seed(pre / "qwen", cfg.qwen_path(seed), seed, s.text_overrides, s.vision_overrides,
