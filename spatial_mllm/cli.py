@@ -19,15 +19,10 @@ from pathlib import Path
 
 
 def _cmd_run_notebooks(args: argparse.Namespace) -> int:
-    from spatial_mllm.config import ConfigError, yaml_load
+    from spatial_mllm.config import parse_overrides
     from spatial_mllm.runner import NotebookFailed, run_notebooks
 
-    overrides = {}
-    for item in args.set or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r} is not of the form key=value")
-        k, _, v = item.partition("=")
-        overrides[k.strip()] = yaml_load(v)
+    overrides = parse_overrides(args.set or [], "--set")
     try:
         results = run_notebooks(
             args.preset, args.only, root=args.root, output_root=args.output_root, kernel=args.kernel,

@@ -41,6 +41,7 @@ import yaml
 
 __all__ = [
     "yaml_load",
+    "parse_overrides",
     "ConfigError",
     "StageConfig",
     "load_params",
@@ -267,7 +268,9 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
-def _parse_overrides(overrides, source: str) -> dict[str, Any]:
+def parse_overrides(overrides, source: str) -> dict[str, Any]:
+    """Overrides as a dict: a mapping as it is, or ``["key=value", ...]`` with each value read by
+    :func:`yaml_load`; an item without ``=`` is an error naming ``source`` and the item."""
     if overrides is None:
         return {}
     if isinstance(overrides, Mapping):
@@ -313,7 +316,7 @@ def load_params(yaml_path: str | os.PathLike, overrides=None, schema: type | Non
     if schema is None:
         raise ConfigError(f"{path}: no config dataclass registered for {path.stem!r}; pass schema=")
     merged = dict(data)
-    over = _parse_overrides(overrides, f"{path} (overrides)")
+    over = parse_overrides(overrides, f"{path} (overrides)")
     fields = {f.name for f in dataclasses.fields(schema) if f.init}
     for k in over:
         if k not in fields:

@@ -43,7 +43,7 @@ import json
 import re
 from pathlib import Path
 
-from spatial_mllm.config import ConfigError, read_yaml, resolve_path, yaml_load
+from spatial_mllm.config import ConfigError, parse_overrides, read_yaml, resolve_path
 
 __all__ = ["add_evaluate_subparser", "run_evaluate_command", "build_eval_config", "build_predictor", "main"]
 
@@ -153,11 +153,7 @@ def build_eval_config(args: argparse.Namespace):
         data["output_dir"] = f"outputs/eval/{args.benchmark}_{_slug(args.model)}"
     if args.model in BASELINES:
         data["predictor"] = args.model
-    for item in args.set or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r} is not of the form key=value")
-        k, _, v = item.partition("=")
-        data[k.strip()] = yaml_load(v)
+    data.update(parse_overrides(args.set or [], "--set"))
     cfg = EvalConfig.from_dict(data, source=src)
     if cfg.prompt_style == "auto" and args.model in BASELINES:
         return cfg.replace(prompt_style="v1.1")
