@@ -147,10 +147,9 @@ def pretrain_llm_text(src: str | Path, dst: str | Path, cfg: TextPretrainConfig,
                          "stage supervises the answer's first token")
     model.eval()
     before = _accuracy(model, tokenizer, held)
-    params = [p for n, p in model.named_parameters() if n.startswith(("model.language_model.", "lm_head."))]
     for n, p in model.named_parameters():
         p.requires_grad_(n.startswith(("model.language_model.", "lm_head.")))
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.1)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.1)
     curve, t0 = [], time.perf_counter()
     model.train()
     for step in range(1, cfg.steps + 1):
