@@ -315,10 +315,27 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path, one_thread, monkeypat
     assert cfg.reading_config().model_name_or_path == str(cfg.grounded_path())
     assert cfg.grounding_config().model_name_or_path == str(cfg.text_path())
     text_run = json.loads((cfg.text_path() / "run.json").read_text())
-    assert text_run["params"] == cfg.text_config().to_dict() and text_run["params"]["seed"] == cfg.pretrain_seed
-    assert text_run["source"] == str(cfg.qwen_path(cfg.pretrain_seed))
+    sem = cfg.semantic_config()  # the text stage depends on its own settings and the LLM's init, not the ViT's
+    assert text_run["params"] == {**cfg.text_config().to_dict(), "llm_init": sem.llm_init,
+                                  "text_overrides": sem.text_overrides}
+    assert text_run["params"]["seed"] == cfg.pretrain_seed
+    assert text_run["source"] == f"qwen_s{cfg.pretrain_seed}'s LLM init" and text_run["torch_threads"] == 1
+    assert text_run["vit"] == str(cfg.qwen_path(cfg.pretrain_seed))
     assert (cfg.text_path() / "model.safetensors").read_bytes() == \
         (cfg_b.text_path() / "model.safetensors").read_bytes()
+    # the text stage ran in a worker beside the encoders' pretraining, on a fresh copy of the LLM init, and was
+    # spliced with the ViT: tensor for tensor what text pretraining of qwen_s<pretrain_seed> itself gives
+    from safetensors.torch import load_file
+
+    from spatial_mllm.train.text_pretrain import pretrain_llm_text
+
+    pretrain_llm_text(cfg.qwen_path(cfg.pretrain_seed), tmp_path / "direct", cfg.text_config())
+    direct, spliced = (load_file(f / "model.safetensors") for f in (tmp_path / "direct", cfg.text_path()))
+    assert direct.keys() == spliced.keys() and all(torch.equal(direct[k], spliced[k]) for k in direct)
+    start = load_file(cfg.qwen_path(cfg.pretrain_seed) / "model.safetensors")
+    vit = {k for k in start if k.startswith("visual.")}  # the saved checkpoint's names: visual.*, model.*, lm_head
+    assert vit and all(torch.equal(start[k], spliced[k]) for k in vit)
+    assert all(not torch.equal(start[k], spliced[k]) for k in ("model.embed_tokens.weight", "lm_head.weight"))
     text_rows = enc[enc["metric"].str.startswith("LLM text")].set_index("metric")
     assert len(text_rows) == 2 and text_rows.loc["LLM text how many <category>(s) accuracy ↑", "pretrained"] == \
         text_run["metrics"]["after"]["count"]

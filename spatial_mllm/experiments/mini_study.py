@@ -20,8 +20,11 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    the mini preset) — the LLM of ``qwen_s<pretrain_seed>`` learns to count and look up category words in its
    text context (:mod:`spatial_mllm.train.text_pretrain`, the ViT untouched) before the grounding stage starts
    from it: a stand-in for the language pretraining a random-init tiny LLM lacks (it needs ~6000 steps before it
-   counts anything, ``benchmarks/bench_llm_lookup.py --task count``). Measured on the val rooms and not (yet)
-   chosen (README, "Why counting is not read").
+   counts anything, ``benchmarks/bench_llm_lookup.py --task count``). Text-only steps never run the ViT, so
+   :func:`pretrain_encoders` trains a fresh copy of that LLM init in a worker process (1 thread) beside the VGGT
+   and ViT pretraining (``pretrain/llm_text``) and :func:`text_pretrain_stage` splices it with the pretrained
+   ViT (``pretrain/qwen_text``): tensor for tensor the serial result (tested). Measured on the val rooms and not
+   (yet) chosen (README, "Why counting is not read").
 2b. **Grounding stage** (optional, ``grounding_steps``; :func:`ground_llm`) — the 2D model (the pretrained ViT
    with an LLM initialised from ``pretrain_seed``, text-pretrained with 2a) is fine-tuned once on questions only the frames answer, from
    the renderer's exact per-pixel labels of the train rooms (:mod:`spatial_mllm.data.grounding`: visible
@@ -381,6 +384,11 @@ class MiniStudyConfig(StageConfig):
         """The text-pretrained LLM (with the semantic-pretrained ViT), see :func:`text_pretrain_stage`."""
         return self.study_dir() / "pretrain" / "qwen_text"
 
+    def text_llm_path(self) -> Path:
+        """The text pretraining's own output: ``qwen_s<pretrain_seed>``'s LLM init, text-pretrained, beside a
+        ViT at its random init (the ViT plays no part in text-only steps), see :func:`text_pretrain_llm`."""
+        return self.study_dir() / "pretrain" / "llm_text"
+
     def llm_start_path(self) -> Path:
         """Where the shared stages start: ``qwen_s<pretrain_seed>``, or its text-pretrained copy
         (:meth:`text_path`) when ``text_pretraining`` has steps."""
@@ -649,23 +657,86 @@ def _log_grounding_val(log, what: str, val: dict) -> None:
             f"{k} {v['own']:.1f} vs {v['other_room']:.1f}" for k, v in val.items() if k != "questions"))
 
 
-def text_pretrain_stage(cfg: MiniStudyConfig, log=print) -> Path:
-    """The text pretraining stage (only when ``text_pretraining`` has steps): ``qwen_s<pretrain_seed>``'s LLM
-    trained on counting / lookup over its text context (:func:`spatial_mllm.train.text_pretrain.pretrain_llm_text`,
-    the ViT untouched), saved as ``pretrain/qwen_text``, where the shared stages then start. Skipped when it exists
-    with the same settings (else an error naming the keys). Returns :meth:`MiniStudyConfig.llm_start_path`."""
+def _fresh_llm(cfg: MiniStudyConfig, out: Path) -> Path:
+    """Save at ``out`` the model :func:`_qwen_for_seed` makes for ``pretrain_seed`` before it copies the trained
+    ViT in: the same LLM (and ``lm_head``) init, the ViT at its random init; tokenizer and processor files."""
+    from spatial_mllm.models.tiny import tiny_model, tiny_tokenizer
+    from spatial_mllm.train.pretrain import save_qwen_part
+
+    s = cfg.semantic_config()
+    tok = tiny_tokenizer()
+    save_qwen_part(tiny_model(tok, seed=cfg.pretrain_seed, llm_init=s.llm_init, text_overrides=s.text_overrides,
+                              vision_overrides=s.vision_overrides), out, tok)
+    return out
+
+
+def _text_llm_params(cfg: MiniStudyConfig) -> dict:
+    """What the text-pretrained LLM depends on: the text settings and the LLM's init (ViT settings aside)."""
+    s = cfg.semantic_config()
+    return {**cfg.text_config().to_dict(), "llm_init": s.llm_init, "text_overrides": s.text_overrides}
+
+
+def text_pretrain_llm(cfg: MiniStudyConfig, threads: int | None = None, log=None) -> dict:
+    """Text-pretrain ``qwen_s<pretrain_seed>``'s LLM init (:func:`spatial_mllm.train.text_pretrain.
+    pretrain_llm_text`) into :meth:`MiniStudyConfig.text_llm_path`, without waiting for the ViT pretraining:
+    text-only steps never run the ViT, so the LLM it gives equals the one trained inside ``qwen_s<pretrain_seed>``
+    tensor for tensor (tested); :func:`text_pretrain_stage` splices it with the pretrained ViT. Reused when it
+    exists with the same settings (else an error naming the keys). ``threads``: torch threads to set first (a
+    worker process passes 1). Returns its ``run.json``."""
     from spatial_mllm.train.text_pretrain import pretrain_llm_text
 
-    tc = cfg.text_config()
-    if not tc.steps:
-        return cfg.llm_start_path()
-    out = cfg.text_path()
+    _set_threads(threads)
+    out, params = cfg.text_llm_path(), _text_llm_params(cfg)
     if (out / "run.json").is_file():
-        _same_params(out / "run.json", tc.to_dict(), "text pretraining")
-        return out
-    log(f"text pretraining of the LLM ({tc.steps} steps) ...")
+        _same_params(out / "run.json", params, "text pretraining")
+        return json.loads((out / "run.json").read_text())
     shutil.rmtree(out, ignore_errors=True)
-    rec = pretrain_llm_text(cfg.qwen_path(cfg.pretrain_seed), out, tc, log=log if cfg.progress else None)
+    fresh = _fresh_llm(cfg, out.with_name(out.name + "_init"))
+    try:
+        rec = pretrain_llm_text(fresh, out, cfg.text_config(), log=log)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+    rec = {**rec, "params": params, "source": f"qwen_s{cfg.pretrain_seed}'s LLM init",
+           **({"torch_threads": threads} if threads is not None else {})}
+    (out / "run.json").write_text(json.dumps(rec, indent=1) + "\n")
+    return rec
+
+
+def _text_llm_worker(cfg_dict: dict) -> dict:
+    """A worker process's text pretraining (spawned; 1 torch thread, so that it is the same on any machine)."""
+    cfg = MiniStudyConfig.from_dict(cfg_dict, source="text pretraining worker")
+    return text_pretrain_llm(cfg, threads=1)
+
+
+def text_pretrain_stage(cfg: MiniStudyConfig, log=print) -> Path:
+    """The text pretraining stage (only when ``text_pretraining`` has steps): ``qwen_s<pretrain_seed>``'s LLM
+    trained on counting / lookup over its text context (:func:`text_pretrain_llm`, run here unless
+    :func:`pretrain_encoders` already ran it beside the encoders' pretraining), spliced with the semantic-pretrained
+    ViT and saved as ``pretrain/qwen_text``, where the shared stages then start. Skipped when it exists with the
+    same settings (else an error naming the keys). Returns :meth:`MiniStudyConfig.llm_start_path`."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    if not cfg.text_config().steps:
+        return cfg.llm_start_path()
+    out, params = cfg.text_path(), _text_llm_params(cfg)
+    if (out / "run.json").is_file():
+        _same_params(out / "run.json", params, "text pretraining")
+        return out
+    if not (cfg.text_llm_path() / "run.json").is_file():
+        log(f"text pretraining of the LLM ({cfg.text_config().steps} steps) ...")
+    rec = text_pretrain_llm(cfg, log=log if cfg.progress else None)
+    vit = cfg.qwen_path(cfg.pretrain_seed)  # the semantic-pretrained ViT (pretrain_encoders made it)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(cfg.text_llm_path(), dtype=torch.float32)
+    trained = Qwen2_5_VLForConditionalGeneration.from_pretrained(vit, dtype=torch.float32)
+    model.model.visual.load_state_dict(trained.model.visual.state_dict())
+    shutil.rmtree(out, ignore_errors=True)
+    model.save_pretrained(out)
+    for f in vit.iterdir():  # tokenizer, chat template, processor: the ViT checkpoint's own (not its records)
+        if f.is_file() and f.suffix != ".safetensors" and f.name not in (
+                "config.json", "generation_config.json", "run.json", "semantic_params.json"):
+            shutil.copy(f, out / f.name)
+    (out / "run.json").write_text(json.dumps({**rec, "vit": str(vit)}, indent=1) + "\n")
     log("text-pretrained LLM, held-out " + ", ".join(
         f"{k} {rec['metrics']['before'][k]:.2f} -> {rec['metrics']['after'][k]:.2f} (chance {c:.2f})"
         for k, c in rec["metrics"]["chance"].items()))
@@ -880,16 +951,40 @@ def pretrain_encoders(cfg: MiniStudyConfig, log=print) -> dict[str, Path]:
 
     pre = cfg.study_dir() / "pretrain"
     g, s = cfg.geometry_config(), cfg.semantic_config()
-    if not (pre / "vggt" / "run.json").is_file():
-        log("pretraining the tiny VGGT (geometry) ...")
-        pretrain_vggt(g, log=log if cfg.progress else None)
-    _same_params(pre / "vggt" / "run.json", g.to_dict(), "geometry")
-    if not (pre / "vggt_random" / "config.json").is_file():
-        build_tiny_vggt(g.vggt_overrides, g.seed).save_pretrained(pre / "vggt_random")  # pretrain_vggt's init
-    if not (pre / "qwen" / "run.json").is_file():
-        log("pretraining the tiny ViT (semantics) ...")
-        pretrain_vit(s, log=log if cfg.progress else None)
-    _same_params(pre / "qwen" / "run.json", s.to_dict(), "semantic")
+    text = None
+    if cfg.text_config().steps and not (cfg.text_path() / "run.json").is_file() and not (
+            cfg.text_llm_path() / "run.json").is_file():
+        import os
+
+        import torch
+
+        log(f"text pretraining of the LLM ({cfg.text_config().steps} steps) in a worker process at 1 thread, "
+            "beside the encoders' pretraining ...")
+        pool = _spawn_pool(1)
+        text = pool.submit(_text_llm_worker, cfg.to_dict())
+        threads = torch.get_num_threads()
+        _set_threads(max(1, min(threads, (os.cpu_count() or 1) - 1)))  # leave the worker its core
+    try:
+        if not (pre / "vggt" / "run.json").is_file():
+            log("pretraining the tiny VGGT (geometry) ...")
+            pretrain_vggt(g, log=log if cfg.progress else None)
+        _same_params(pre / "vggt" / "run.json", g.to_dict(), "geometry")
+        if not (pre / "vggt_random" / "config.json").is_file():
+            build_tiny_vggt(g.vggt_overrides, g.seed).save_pretrained(pre / "vggt_random")  # pretrain_vggt's init
+        if not (pre / "qwen" / "run.json").is_file():
+            log("pretraining the tiny ViT (semantics) ...")
+            pretrain_vit(s, log=log if cfg.progress else None)
+        _same_params(pre / "qwen" / "run.json", s.to_dict(), "semantic")
+    except BaseException:
+        if text is not None:  # do not wait for the worker to report this error (it finishes on its own)
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        if text is not None:
+            _set_threads(threads)
+    if text is not None:
+        with pool:
+            text.result()  # raises the worker's error, if any
     for seed in [*cfg.seeds, *([cfg.pretrain_seed] if cfg.grounding_steps or cfg.reading_steps else [])]:
         record = cfg.qwen_path(seed) / "semantic_params.json"  # the ViT it was copied from
         if not (cfg.qwen_path(seed) / "config.json").is_file() or not record.is_file():
