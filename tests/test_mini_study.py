@@ -447,6 +447,15 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path, one_thread, monkeypat
         ms.val_blind_control(cfg.replace(learning_rate=cfg.learning_rate * 2), "2d_only", 0, "preset")
     with pytest.raises(ValueError, match="at least two val rooms"):
         ms.val_blind_control(cfg.replace(output_dir=str(tmp_path / "empty")), "2d_only", 0, "x")
+    # without SFT (train=False) it scores the model the runs start from, the reading stage's: on the reading types
+    # the same scores as the reading stage's own val check of that model (another path to the same answers)
+    start = ms.val_blind_control(cfg, "2d_only", 0, "start", train=False)
+    assert start["trained"] is False and start["train_loss"] is None and start["questions"] == val["questions"]
+    for task, v in rcheck.items():
+        assert {k: round(start[k]["per_task"][task], 1) for k in ("own", "other_room")} == v, task
+    assert ms.val_blind_control(cfg, "2d_only", 0, "start", train=False) == start  # reused
+    with pytest.raises(ValueError, match="other val run 'start' settings \\(trained"):
+        ms.val_blind_control(cfg, "2d_only", 0, "start")
 
     from spatial_mllm.experiments.mini_study_plots import (
         plot_contrasts,

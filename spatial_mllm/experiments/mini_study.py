@@ -1238,7 +1238,7 @@ def _train_and_score(cfg: MiniStudyConfig, variant: str, seed: int, threads: int
 
 
 def val_blind_control(cfg: MiniStudyConfig, variant: str = "2d_only", seed: int = 0, tag: str = "preset",
-                      threads: int | None = None) -> dict:
+                      threads: int | None = None, train: bool = True) -> dict:
     """Score a recipe on the **val** rooms, as the bar scores the test rooms: one SFT run of ``variant`` with
     ``seed``, trained exactly as the study trains it (:meth:`MiniStudyConfig.sft_config`: ``cfg``'s SFT
     settings, from ``cfg``'s shared stages), scored with uniform frames on every val question, once with the
@@ -1248,14 +1248,18 @@ def val_blind_control(cfg: MiniStudyConfig, variant: str = "2d_only", seed: int 
     Writes ``<output_dir>/val/<tag>_<variant>_s<seed>/{own,other_room}/`` (predictions, scores) and ``val.json``
     (the run's SFT settings, train loss, VSI-Bench macro and per-task scores of both, ``gap`` = own − other
     macro, points) last; a finished one is reused when its settings match, else an error names the keys. The
-    trainer folder is dropped unless ``keep_checkpoints``. ``threads``: torch threads to set first."""
+    trainer folder is dropped unless ``keep_checkpoints``. ``threads``: torch threads to set first.
+
+    ``train=False`` scores the model the run would *start* from (the shared stages' model; a fresh connector for the
+    VGGT variants), without any SFT: what the shared stages read before the spatial SFT (``train_loss`` None,
+    ``trained`` False in ``val.json``; a tag is either trained or not, the other is an error naming ``trained``)."""
     from spatial_mllm.eval.vsibench import load_vsibench
 
     _set_threads(threads)
     out = cfg.out() / "val" / f"{tag}_{variant}_s{seed}"
     sft = cfg.sft_config(variant, seed)
     sft.output_dir = str(cfg.study_dir() / "runs" / f"val_{tag}_{variant}_s{seed}")
-    params = sft.to_dict()
+    params = {**sft.to_dict(), **({} if train else {"trained": False})}
     if (out / "val.json").is_file():
         _same_params(out / "val.json", params, f"val run {tag!r}")
         return json.loads((out / "val.json").read_text())
@@ -1265,9 +1269,17 @@ def val_blind_control(cfg: MiniStudyConfig, variant: str = "2d_only", seed: int 
         raise ValueError(f"{source}: the val blind control needs questions of at least two val rooms "
                          f"(val_fraction={cfg.val_fraction})")
     t0 = time.perf_counter()
-    result, model, processor = _train_run(cfg, sft)
-    record: dict[str, Any] = {"params": params, "tag": tag, "variant": variant, "seed": seed,
-                              "train_loss": result.train_loss, "train_s": result.runtime_s,
+    if train:
+        result, model, processor = _train_run(cfg, sft)
+        loss, train_s = result.train_loss, result.runtime_s
+    else:
+        from spatial_mllm.train.sft import build_model_and_processor
+
+        model, processor = build_model_and_processor(sft)
+        model.eval()
+        loss = train_s = None
+    record: dict[str, Any] = {"params": params, "tag": tag, "variant": variant, "seed": seed, "trained": train,
+                              "train_loss": loss, "train_s": train_s,
                               "questions": len(rows), "rooms": len({r["scene_name"] for r in rows})}
     for name, sc in _val_own_and_other(cfg, model, processor, rows, out, "", seed).items():
         record[name] = {"macro": sc["overall_macro"], "per_task": sc["per_task"]}
