@@ -533,6 +533,15 @@ def test_same_params_reads_a_setting_added_later_as_the_value_older_runs_had(tmp
         ms._same_params(record, {"seed": 0, "mix": 0.5, "types": list(DEFAULT_TYPES)}, "grounding", key=None)
 
 
+def test_freezing_the_merger_in_the_spatial_sft_leaves_the_reading_stage_as_set(tmp_path):
+    base = MiniStudyConfig(output_dir=str(tmp_path), sft_overrides={"encoder_cache": True})
+    assert base.sft_config("2d_only", 0).train_merger and base.reading_config().train_merger
+    frozen = base.replace(sft_overrides={"encoder_cache": True, "train_merger": False})
+    assert not frozen.sft_config("2d_only", 0).train_merger and not frozen.sft_config("vggt_pretrained", 1).train_merger
+    assert frozen.reading_config().to_dict() == base.reading_config().to_dict()  # the reading stage is reused
+    assert not base.replace(reading_train_merger=False).reading_config().train_merger
+
+
 def test_text_pretraining_moves_where_the_shared_stages_start(tmp_path):
     base = MiniStudyConfig(output_dir=str(tmp_path))
     assert base.text_config().steps == 0 and base.llm_start_path() == base.qwen_path(base.pretrain_seed)

@@ -260,6 +260,8 @@ class MiniStudyConfig(StageConfig):
         "help": "question types of the reading stage (default: those the shown frames answer, the "
                 "visible-instance reader's types)"})
     reading_lr: float = field(default=1e-3, metadata={"help": "peak lr (LLM and merger) of the reading stage"})
+    reading_train_merger: bool = field(default=True, metadata={
+        "help": "train the ViT's 2x2 merger in the reading stage (whatever sft_overrides sets for the spatial SFT)"})
     # ---- SFT budget (identical for every variant) -----------------------------------------------------
     max_steps: int = field(default=800, metadata={"help": "SFT optimizer steps per run"})
     global_batch_size: int = field(default=16, metadata={"help": "rows per optimizer step"})
@@ -437,7 +439,8 @@ class MiniStudyConfig(StageConfig):
         c.update(output_dir=str(self.study_dir() / "runs" / "reading"), seed=self.pretrain_seed,
                  model_name_or_path=str(self.shared_path()), train_file="reading_train.jsonl",
                  max_steps=max(1, self.reading_steps), learning_rate=self.reading_lr,
-                 mm_projector_lr=self.reading_lr, logging_steps=max(1, self.reading_steps // 10))
+                 mm_projector_lr=self.reading_lr, logging_steps=max(1, self.reading_steps // 10),
+                 train_merger=self.reading_train_merger)
         return SFTConfig.from_dict(c, source="MiniStudyConfig.reading_config")
 
     def grounding_draw_seeds(self) -> list[int]:
