@@ -336,6 +336,14 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path, one_thread, monkeypat
     vit = {k for k in start if k.startswith("visual.")}  # the saved checkpoint's names: visual.*, model.*, lm_head
     assert vit and all(torch.equal(start[k], spliced[k]) for k in vit)
     assert all(not torch.equal(start[k], spliced[k]) for k in ("model.embed_tokens.weight", "lm_head.weight"))
+    # the stage run on its own (not beside the encoders) gives the same bytes
+    import shutil
+
+    before = (cfg_b.text_path() / "model.safetensors").read_bytes()
+    shutil.rmtree(cfg_b.text_path())
+    shutil.rmtree(cfg_b.text_llm_path())
+    assert ms.text_pretrain_stage(cfg_b, log=lambda *a: None) == cfg_b.text_path()
+    assert (cfg_b.text_path() / "model.safetensors").read_bytes() == before
     text_rows = enc[enc["metric"].str.startswith("LLM text")].set_index("metric")
     assert len(text_rows) == 2 and text_rows.loc["LLM text how many <category>(s) accuracy ↑", "pretrained"] == \
         text_run["metrics"]["after"]["count"]

@@ -713,8 +713,8 @@ def _text_llm_worker(cfg_dict: dict) -> dict:
 
 def text_pretrain_stage(cfg: MiniStudyConfig, log=print) -> Path:
     """The text pretraining stage (only when ``text_pretraining`` has steps): ``qwen_s<pretrain_seed>``'s LLM
-    trained on counting / lookup over its text context (:func:`text_pretrain_llm`, run here unless
-    :func:`pretrain_encoders` already ran it beside the encoders' pretraining), spliced with the semantic-pretrained
+    trained on counting / lookup over its text context (:func:`text_pretrain_llm` in a 1-thread worker process,
+    run here unless :func:`pretrain_encoders` already ran it beside the encoders' pretraining), spliced with the semantic-pretrained
     ViT and saved as ``pretrain/qwen_text``, where the shared stages then start. Skipped when it exists with the
     same settings (else an error naming the keys). Returns :meth:`MiniStudyConfig.llm_start_path`."""
     import torch
@@ -726,9 +726,11 @@ def text_pretrain_stage(cfg: MiniStudyConfig, log=print) -> Path:
     if (out / "run.json").is_file():
         _same_params(out / "run.json", params, "text pretraining")
         return out
-    if not (cfg.text_llm_path() / "run.json").is_file():
-        log(f"text pretraining of the LLM ({cfg.text_config().steps} steps) ...")
-    rec = text_pretrain_llm(cfg, log=log if cfg.progress else None)
+    if not (cfg.text_llm_path() / "run.json").is_file():  # in a 1-thread worker, as beside the encoders
+        log(f"text pretraining of the LLM ({cfg.text_config().steps} steps) in a worker process at 1 thread ...")
+        with _spawn_pool(1) as pool:
+            pool.submit(_text_llm_worker, cfg.to_dict()).result()
+    rec = text_pretrain_llm(cfg)  # the finished one (its settings checked)
     vit = cfg.qwen_path(cfg.pretrain_seed)  # the semantic-pretrained ViT (pretrain_encoders made it)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(cfg.text_llm_path(), dtype=torch.float32)
     trained = Qwen2_5_VLForConditionalGeneration.from_pretrained(vit, dtype=torch.float32)
