@@ -76,3 +76,33 @@ def test_text_pretraining_trains_the_llm_only_and_records_held_out_accuracy(tmp_
     assert all(torch.equal(b[k], c[k]) for k in b)
     with pytest.raises(ValueError, match="steps = 0"):
         pretrain_llm_text(src, tmp_path / "none", TextPretrainConfig())
+
+
+def test_a_curriculum_asks_the_same_questions_over_short_contexts_first(tmp_path, tok):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from spatial_mllm.models.tiny import tiny_model
+    from spatial_mllm.train.pretrain import save_qwen_part
+
+    cfg = TextPretrainConfig(steps=4, short_steps=2, short_slots=9, short_filled=7, max_count=6)
+    short = cfg.short_config()
+    assert (short.slots, short.filled, short.short_steps) == (9, 7, 0)
+    assert {**short.to_dict(), "slots": 48, "filled": 12, "short_steps": 2} == cfg.to_dict()  # nothing else moves
+    for e in counting_text_examples(random.Random(0), 200, list(CATALOG), short):
+        context = e["text"].split("\n")[0]
+        assert context.split(" ").count("room") == 2 and sum(_count(context, c) for c in CATALOG) == 7
+    with pytest.raises(ValueError, match="short_steps"):
+        TextPretrainConfig(steps=2, short_steps=3)
+    with pytest.raises(ValueError, match="short_filled"):
+        TextPretrainConfig(steps=4, short_steps=2, short_filled=5)  # fewer category words than max_count (6)
+    # training: the curve says which contexts each logged step saw; the curriculum changes the weights
+    torch.set_num_threads(1)
+    src = save_qwen_part(tiny_model(tok, seed=0, text_overrides={"num_hidden_layers": 1}), tmp_path / "src", tok)
+    run = dict(steps=4, batch_size=4, eval_size=16, log_every=1, lr=1e-2)
+    rec = pretrain_llm_text(src, tmp_path / "cur", TextPretrainConfig(**run, short_steps=2, short_slots=9,
+                                                                       short_filled=7))
+    assert [c["slots"] for c in rec["metrics"]["curve"]] == [9, 9, 48, 48]
+    pretrain_llm_text(src, tmp_path / "flat", TextPretrainConfig(**run))
+    a = Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp_path / "cur").state_dict()
+    b = Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp_path / "flat").state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)

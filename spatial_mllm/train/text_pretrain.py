@@ -14,7 +14,14 @@ slot). The prompt is the model's chat template around the user text (no video), 
 prompt; the loss is the cross entropy of the answer's first token at the last position (every answer begins with
 a different token: counts 1-9 are single tokens of the tiny tokenizer, yes / no differ in their first; checked). Only the LLM (embeddings, layers, final norm) and ``lm_head`` train; the
 ViT and its merger are untouched (tested). Held-out accuracy per kind on a fixed set (drawn with ``seed + 1``)
-goes to ``run.json``, with chance (1 / ``max_count``, 0.5).
+goes to ``run.json``, with chance (1 / ``max_count``, 0.5), always on the full-length task.
+
+A curriculum (``short_steps`` > 0): the first ``short_steps`` steps ask the same questions over contexts of
+``short_slots`` words (``short_filled`` of them categories), the rest over ``slots``. Measured (2026-12-02, the mini
+preset's LLM, lr 1e-3, batch 16, 1 thread with both cores busy; held-out 48-word questions): straight on 48 words the
+LLM counts at chance for ~9000 steps and reaches 0.37 (lookup 0.59) after 12000 steps (47.5 min); 3000 steps on 12
+words then 1500 on 48 reach **count 0.68, lookup 0.89** (13 min). On 12 words alone counting is learnt in ~3000
+steps (0.58) but does not carry to 48 words (0.23) until the long contexts follow.
 
 Not in the paper (its LLM is Qwen2.5-VL's, pretrained at scale): a stand-in for the language pretraining a tiny
 LLM lacks, stated as such in the mini study's docstring and the README.
@@ -22,6 +29,7 @@ LLM lacks, stated as such in the mini study's docstring and the README.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -50,6 +58,10 @@ class TextPretrainConfig(StageConfig):
     eval_size: int = field(default=256, metadata={"help": "held-out examples (drawn with seed + 1)"})
     log_every: int = field(default=1000, metadata={"help": "held-out accuracy every N steps"})
     seed: int = field(default=0, metadata={"help": "seed of the examples and of torch"})
+    short_steps: int = field(default=0, metadata={
+        "help": "curriculum: the first short_steps of the steps use contexts of short_slots words (0 = none)"})
+    short_slots: int = field(default=12, metadata={"help": "words in the context during the first short_steps"})
+    short_filled: int = field(default=8, metadata={"help": "category words in those short contexts"})
 
     def __post_init__(self):
         if self.steps < 0 or self.lr <= 0 or self.batch_size < 1 or self.eval_size < 1 or self.log_every < 1:
@@ -59,6 +71,16 @@ class TextPretrainConfig(StageConfig):
         if not 1 <= self.max_count <= min(9, self.filled) or self.filled > self.slots:
             raise ValueError(f"need 1 <= max_count ({self.max_count}) <= min(9, filled ({self.filled})) and "
                              f"filled <= slots ({self.slots}); answers are single digits")
+        if not 0 <= self.short_steps <= max(self.steps, 0):
+            raise ValueError(f"short_steps {self.short_steps} must be in [0, steps ({self.steps})]")
+        if self.short_steps and not self.max_count <= self.short_filled <= self.short_slots:
+            raise ValueError(f"need max_count ({self.max_count}) <= short_filled ({self.short_filled}) <= "
+                             f"short_slots ({self.short_slots}) for the curriculum's short contexts")
+
+    def short_config(self) -> "TextPretrainConfig":
+        """The settings of the curriculum's first ``short_steps`` steps: the same task over ``short_slots`` words
+        with ``short_filled`` category words (no curriculum of its own)."""
+        return dataclasses.replace(self, slots=self.short_slots, filled=self.short_filled, short_steps=0)
 
 
 def counting_text_examples(rng: random.Random, n: int, categories: list[str], cfg: TextPretrainConfig) -> list[dict]:
@@ -151,9 +173,11 @@ def pretrain_llm_text(src: str | Path, dst: str | Path, cfg: TextPretrainConfig,
         p.requires_grad_(n.startswith(("model.language_model.", "lm_head.")))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.1)
     curve, t0 = [], time.perf_counter()
+    short = cfg.short_config() if cfg.short_steps else cfg
     model.train()
     for step in range(1, cfg.steps + 1):
-        ids, mask, y = _encode(tokenizer, counting_text_examples(rng, cfg.batch_size, categories, cfg))
+        task = short if step <= cfg.short_steps else cfg  # the curriculum's short contexts first
+        ids, mask, y = _encode(tokenizer, counting_text_examples(rng, cfg.batch_size, categories, task))
         loss = F.cross_entropy(_last_logits(model, ids, mask), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,7 +186,7 @@ def pretrain_llm_text(src: str | Path, dst: str | Path, cfg: TextPretrainConfig,
             model.eval()
             acc = _accuracy(model, tokenizer, held)
             model.train()
-            curve.append({"step": step, "loss": round(loss.item(), 4), **acc})
+            curve.append({"step": step, "slots": task.slots, "loss": round(loss.item(), 4), **acc})
             if log:
                 log(f"text pretraining step {step}/{cfg.steps}: loss {loss.item():.3f}, held-out "
                     + ", ".join(f"{k} {v:.2f}" for k, v in acc.items()) + f" ({time.perf_counter() - t0:.0f} s)")
