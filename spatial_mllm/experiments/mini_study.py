@@ -23,8 +23,10 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    counts anything, ``benchmarks/bench_llm_lookup.py --task count``). Text-only steps never run the ViT, so
    :func:`pretrain_encoders` trains a fresh copy of that LLM init in a worker process (1 thread) beside the VGGT
    and ViT pretraining (``pretrain/llm_text``) and :func:`text_pretrain_stage` splices it with the pretrained
-   ViT (``pretrain/qwen_text``): tensor for tensor the serial result (tested). Measured on the val rooms and not
-   (yet) chosen (README, "Why counting is not read").
+   ViT (``pretrain/qwen_text``): tensor for tensor the serial result (tested). With a curriculum (``short_steps``:
+   short contexts first) 5000 steps count far better than 12000 straight ones and take ~15 minutes at 1 thread,
+   inside the VGGT pretraining's time. Measured on the val rooms and not (yet) chosen (README, "Why counting is
+   not read").
 2b. **Grounding stage** (optional, ``grounding_steps``; :func:`ground_llm`) — the 2D model (the pretrained ViT
    with an LLM initialised from ``pretrain_seed``, text-pretrained with 2a) is fine-tuned once on questions only the frames answer, from
    the renderer's exact per-pixel labels of the train rooms (:mod:`spatial_mllm.data.grounding`: visible
