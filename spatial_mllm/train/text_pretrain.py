@@ -73,7 +73,7 @@ class TextPretrainConfig(StageConfig):
         if not 1 <= self.max_count <= min(9, self.filled) or self.filled > self.slots:
             raise ValueError(f"need 1 <= max_count ({self.max_count}) <= min(9, filled ({self.filled})) and "
                              f"filled <= slots ({self.slots}); answers are single digits")
-        if not 0 <= self.short_steps <= max(self.steps, 0):
+        if not 0 <= self.short_steps <= self.steps:  # steps >= 0 checked above
             raise ValueError(f"short_steps {self.short_steps} must be in [0, steps ({self.steps})]")
         if self.short_steps and not self.max_count <= self.short_filled <= self.short_slots:
             raise ValueError(f"need max_count ({self.max_count}) <= short_filled ({self.short_filled}) <= "
