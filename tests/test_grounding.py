@@ -187,3 +187,32 @@ def test_frame_objects_lists_each_shown_frame_and_leaves_the_other_types_as_they
     assert "3: nothing." not in only[0]["ground_truth"]
     with pytest.raises(ValueError, match="counting"):
         grounding_records(d, "synthetic/room/video.mp4", 4, np.random.default_rng(5), types=("counting",))
+
+
+def test_clips_ask_about_each_run_of_consecutive_shown_frames(tmp_path):
+    """clip_frames=2 on 4 shown frames (0, 2, 5, 7): two clips, (0, 2) and (5, 7), each a video of its own whose
+    answers are those of its own pixels; no first_visible (it needs 4 distinct first frames)."""
+    d = _scene(tmp_path)
+    recs = grounding_records(d, "synthetic/room/video.mp4", 4, np.random.default_rng(0), min_pixels=30,
+                             max_per_type=6, types=GROUNDING_TYPES, clip_frames=2)
+    assert {tuple(r["frame_indices"]) for r in recs} == {(0, 2), (5, 7)}
+    assert "first_visible" not in {r["question_type"] for r in recs}
+    objects = {tuple(r["frame_indices"]): r["ground_truth"] for r in recs if r["question_type"] == "visible_objects"}
+    # clip (0, 2): chair 1 (40 px), lamp 3; the bed's 12 px in frame 0 are below 30. Clip (5, 7): chair 2, bed 5,
+    # table 4; chair 7's 29 px in frame 7 are below 30
+    assert objects == {(0, 2): "chair 1, lamp 1", (5, 7): "bed 1, chair 1, table 1"}
+    frames = {tuple(r["frame_indices"]): r["ground_truth"] for r in recs if r["question_type"] == "frame_objects"}
+    assert frames == {(0, 2): "1: chair. 2: lamp.", (5, 7): "1: bed, chair. 2: table."}
+    counts = [(tuple(r["frame_indices"]), r["ground_truth"]) for r in recs
+              if r["question_type"] == "visible_counting" and "chair" in r["conversations"][0]["value"]]
+    assert sorted(counts) == [((0, 2), "1"), ((5, 7), "1")]  # the whole video sees 2 chairs; each clip one
+    whole = grounding_records(d, "synthetic/room/video.mp4", 4, np.random.default_rng(0), min_pixels=30,
+                              max_per_type=6, types=GROUNDING_TYPES)
+    assert all("frame_indices" not in r for r in whole)  # without clips: the uniform video, as before
+    p = write_grounding_file(tmp_path, ["room"], tmp_path / "clips.jsonl", 4, seed=0, clip_frames=2)
+    assert {tuple(json.loads(line)["frame_indices"]) for line in p.read_text().splitlines()} == {(0, 2), (5, 7)}
+    for bad in (3, 0):
+        with pytest.raises(ValueError, match=f"clip_frames={bad}"):
+            grounding_records(d, "v.mp4", 4, np.random.default_rng(0), clip_frames=bad)
+    with pytest.raises(ValueError, match="random_subsets"):
+        grounding_records(d, "v.mp4", 4, np.random.default_rng(0), clip_frames=2, random_subsets=1)

@@ -47,6 +47,10 @@ def test_defaults_are_the_mini_preset():
     (dict(seeds=[0, 0]), "distinct"),
     (dict(grounding_types=["visible_presence", "nope"]), "grounding_types"),
     (dict(reading_types=["room_size"]), "reading_types"),
+    (dict(grounding_short_steps=-1), "grounding_short_steps"),
+    (dict(grounding_short_steps=5, grounding_steps=0), "grounding_short_steps"),
+    (dict(grounding_short_frames=3), "grounding_short_frames"),
+    (dict(grounding_short_frames=8), "grounding_short_frames"),
 ])
 def test_bad_config_names_the_key(bad, match):
     with pytest.raises((ValueError, ConfigError), match=match):
@@ -583,3 +587,43 @@ def test_a_scored_run_is_reused_only_with_the_sft_settings_it_was_trained_with(t
     (folders[1] / "study.json").write_text(json.dumps({k: v for k, v in record.items() if k != "params"}))
     with pytest.raises(ValueError, match="no record of its SFT settings"):
         ms._scored(cfg, "2d_only", 0)
+
+
+@pytest.mark.timeout(600)
+def test_a_short_clip_curriculum_starts_the_grounding_stage(tmp_path, one_thread):
+    """``grounding_short_steps``: the grounding questions asked about clips of 2 consecutive uniform frames train
+    the stage's start first (``pretrain/qwen_grounded_short``, val-checked on whole videos); the grounding stage
+    then starts from it, and its model differs from the one without the curriculum. Reused when finished;
+    other curriculum settings are refused by name."""
+    from spatial_mllm.data.formats import read_jsonl
+    from spatial_mllm.data.video import uniform_frame_indices
+
+    cfg = _micro(tmp_path / "c").replace(grounding_short_steps=2, text_pretraining={}, reading_steps=0)
+    plain = cfg.replace(grounding_short_steps=0, output_dir=str(tmp_path / "p"))
+    assert plain.grounding_config().model_name_or_path == str(plain.llm_start_path())
+    assert cfg.grounding_config().model_name_or_path == str(cfg.grounded_short_path())
+    assert cfg.grounding_short_config().model_name_or_path == str(cfg.llm_start_path())
+    assert cfg.grounding_short_config().max_steps == 2 and cfg.grounding_short_config().learning_rate == cfg.grounding_lr
+    for c in (cfg, plain):
+        ms.build_study_data(c)
+        ms.pretrain_encoders(c, log=lambda *a: None)
+    lines = []
+    out = ms.ground_llm(cfg, log=lines.append)
+    assert any("grounding curriculum (2 steps on clips of 2 frames)" in line for line in lines)
+    short = json.loads((cfg.grounded_short_path() / "run.json").read_text())
+    assert "visible_presence" in short["val"] and short["params"]["grounding_short_frames"] == 2
+    rows = read_jsonl(cfg.data_dir() / cfg.grounding_short_file())
+    uniform = [int(f) for f in uniform_frame_indices(cfg.num_frames_rendered, cfg.num_frames)]
+    assert {tuple(r["frame_indices"]) for r in rows} <= {tuple(uniform[:2]), tuple(uniform[2:])}
+    train = set(json.loads((cfg.data_dir() / "splits.json").read_text())["train"])
+    assert {r["video"].split("/")[1] for r in rows} <= train
+    assert ms.ground_llm(plain, log=lambda *a: None) == plain.grounded_path()
+    assert not plain.grounded_short_path().exists()
+    assert (out / "model.safetensors").read_bytes() != (plain.grounded_path() / "model.safetensors").read_bytes()
+    stamp = (cfg.grounded_short_path() / "model.safetensors").stat().st_mtime_ns
+    assert ms.ground_short_clips(cfg, log=lambda *a: None) == cfg.grounded_short_path()
+    assert (cfg.grounded_short_path() / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="grounding_short_steps"):
+        ms.ground_llm(cfg.replace(grounding_short_steps=3), log=lambda *a: None)
+    with pytest.raises(ValueError, match="max_steps"):
+        ms.ground_short_clips(cfg.replace(grounding_short_steps=3), log=lambda *a: None)

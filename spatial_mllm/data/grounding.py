@@ -110,7 +110,8 @@ def _record(video: str, frame_indices: list[int] | None, question: str, answer: 
 
 def grounding_records(scene_dir: str | os.PathLike, video: str, num_frames: int, rng: np.random.Generator, *,
                       min_pixels: int = 30, max_per_type: int = 6, random_subsets: int = 0,
-                      balance: bool = False, types: tuple[str, ...] = DEFAULT_TYPES) -> list[dict]:
+                      balance: bool = False, types: tuple[str, ...] = DEFAULT_TYPES,
+                      clip_frames: int | None = None) -> list[dict]:
     """The grounding questions of one rendered room (SFT records, ``train_sft.jsonl``'s format).
 
     Args:
@@ -127,12 +128,28 @@ def grounding_records(scene_dir: str | os.PathLike, video: str, num_frames: int,
             for :func:`balance_answers` to balance per category over many rooms.
         types: the question types to write (of ``GROUNDING_TYPES``); the draws of the others do not depend
             on it, so adding ``frame_objects`` leaves the other records as they were.
+        clip_frames: instead of the whole uniform video, ask about each run of ``clip_frames`` consecutive
+            uniform frames as a video of its own (``num_frames / clip_frames`` clips, records with
+            ``frame_indices``): with ``clip_frames=2`` each clip is exactly one temporal group (one block of
+            visual tokens) of the ``num_frames``-frame video — short contexts for a curriculum. ``first_visible``
+            needs 4 distinct first frames, so clips of fewer than 4 frames have none.
     """
     unknown = sorted(set(types) - set(GROUNDING_TYPES))
     if unknown or not types:
         raise ValueError(f"grounding types {unknown or list(types)}: expected a non-empty subset of {GROUNDING_TYPES}")
     ids, category = load_instance_labels(scene_dir)
-    out = _questions(ids, category, uniform_frame_indices(len(ids), num_frames), None, video, rng, min_pixels,
+    uniform = uniform_frame_indices(len(ids), num_frames)
+    if clip_frames is not None:
+        if clip_frames < 1 or num_frames % clip_frames or random_subsets:
+            raise ValueError(f"clip_frames={clip_frames} must be >= 1 and divide num_frames={num_frames}, and "
+                             f"comes without random_subsets (got {random_subsets})")
+        out = []
+        for k in range(0, num_frames, clip_frames):
+            clip = np.asarray(uniform[k:k + clip_frames])
+            out += _questions(ids, category, clip, [int(f) for f in clip], video, rng, min_pixels, max_per_type,
+                              balance, types)
+        return out
+    out = _questions(ids, category, uniform, None, video, rng, min_pixels,
                      max_per_type, balance, types)
     for _ in range(random_subsets):
         frames = np.sort(rng.choice(len(ids), size=min(num_frames, len(ids)), replace=False))
@@ -232,17 +249,19 @@ def balance_answers(records: list[dict], rng: np.random.Generator) -> list[dict]
 def write_grounding_file(data_dir: str | os.PathLike, scene_names: list[str], path: str | os.PathLike,
                          num_frames: int, seed: int, *, min_pixels: int = 30, max_per_type: int = 6,
                          random_subsets: int = 0, balance: bool = False,
-                         types: tuple[str, ...] = DEFAULT_TYPES) -> Path:
+                         types: tuple[str, ...] = DEFAULT_TYPES, clip_frames: int | None = None) -> Path:
     """Grounding records of ``scene_names`` (``<data_dir>/synthetic/<scene>``) to ``path`` (JSONL), in
     scene order; deterministic in ``seed`` (each room draws from ``(seed, its position)``); with ``balance``
-    balanced per category over all the rooms (:func:`balance_answers`, drawn from ``(seed, 2**31)``)."""
+    balanced per category over all the rooms (:func:`balance_answers`, drawn from ``(seed, 2**31)``);
+    ``clip_frames``: questions about short clips of the uniform frames (:func:`grounding_records`)."""
     data_dir = Path(data_dir)
     records = []
     for i, name in enumerate(sorted(scene_names)):
         rng = np.random.default_rng([seed, i])
         records += grounding_records(data_dir / "synthetic" / name, f"synthetic/{name}/video.mp4", num_frames,
                                      rng, min_pixels=min_pixels, max_per_type=max_per_type,
-                                     random_subsets=random_subsets, balance=balance, types=tuple(types))
+                                     random_subsets=random_subsets, balance=balance, types=tuple(types),
+                                     clip_frames=clip_frames)
     if balance:
         records = balance_answers(records, np.random.default_rng([seed, 2**31]))
     if not records:

@@ -40,7 +40,10 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    of this stage differ a lot (val presence 58 to 81 %; the reading comes late and suddenly, README); at the
    preset's 4500 two draws read 84 and 86 %, so it draws once. With ``grounding_draws`` > 1 it is drawn that
    many times (seeds ``pretrain_seed + i``, 1 torch thread each, in parallel processes) and the draw that reads
-   best on the val rooms is kept (:data:`GROUNDING_DRAW_CRITERION`, fixed before any draw ran).
+   best on the val rooms is kept (:data:`GROUNDING_DRAW_CRITERION`, fixed before any draw ran). Optionally
+   (``grounding_short_steps``, off in the preset; :func:`ground_short_clips`) a curriculum runs first: the same
+   questions about clips of ``grounding_short_frames`` consecutive uniform frames, each a video of its own (12
+   visual tokens instead of 48), from which the grounding stage then starts (``pretrain/qwen_grounded_short``).
 3. **Variants with identical budgets** (:data:`VARIANTS`): ``2d_only`` (``connector=none``: Qwen2.5-VL
    alone), ``vggt_pretrained`` (2D + the pretrained VGGT through the v1.1 ``mlp_add`` connector) and
    ``vggt_random`` (2D + the random-init VGGT: the control that isolates the geometry prior). Each is
@@ -67,7 +70,7 @@ module runs a miniature of the paper on synthetic rooms, where exact geometry an
    lies above 0, *contradicted* when below, otherwise *not resolved* (:func:`claims_markdown`).
 
 Layout under ``output_dir`` (default ``outputs/mini``): ``mini_study/data/``, ``mini_study/pretrain/{vggt,
-vggt_random,qwen,qwen_s<seed>,qwen_text,qwen_grounded,grounding_draws/s<seed>,qwen_reading}/``, ``mini_study/frames_cache/``, ``mini_study/runs/<variant>_s<seed>/`` (SFT
+vggt_random,qwen,qwen_s<seed>,qwen_text,qwen_grounded_short,qwen_grounded,grounding_draws/s<seed>,qwen_reading}/``, ``mini_study/frames_cache/``, ``mini_study/runs/<variant>_s<seed>/`` (SFT
 run, deleted after scoring unless ``keep_checkpoints``), ``eval/07_<variant>_<sampling>_s<seed>/``
 (predictions, scores), ``eval/07_frequency/``, ``val/<tag>_<variant>_s<seed>/`` (:func:`val_blind_control`),
 ``tables/07_*.csv|md``, ``figures/07_*``. Finished pieces are
@@ -234,6 +237,15 @@ class MiniStudyConfig(StageConfig):
                 "machine's cores) and the one that reads best on the val rooms is kept (GROUNDING_DRAW_CRITERION, "
                 "fixed before any draw was run): single draws of the 3000-step recipe read val presence 58 to 81 %, of "
                 "the 4500-step one 84 and 86 % (README), so the preset draws once"})
+    grounding_short_steps: int = field(default=0, metadata={
+        "help": "a curriculum before the grounding stage (0 = none, the preset): this many steps on the same "
+                "grounding questions asked about short clips of the uniform frames (grounding_short_frames "
+                "consecutive frames each, a video of its own), from the stage's start; the grounding stage then "
+                "starts from it (pretrain/qwen_grounded_short). Short contexts are learned to read sooner "
+                "(text_pretraining's curriculum, README)"})
+    grounding_short_frames: int = field(default=2, metadata={
+        "help": "frames per clip of the short grounding curriculum (2 = one temporal group, i.e. one block of "
+                "visual tokens of the num_frames video); divides num_frames"})
     grounding_train_merger: bool = field(default=False, metadata={
         "help": "train the ViT's merger in the grounding stage (false: keep the semantic pretraining's merger)"})
     grounding_train_vision: bool = field(default=False, metadata={
@@ -314,6 +326,13 @@ class MiniStudyConfig(StageConfig):
                 or self.grounding_random_subsets < 0 or self.grounding_draws < 1:
             raise ValueError("need grounding_steps >= 0, grounding_mix >= 0, grounding_min_pixels >= 1, "
                              "grounding_random_subsets >= 0 and grounding_draws >= 1")
+        if self.grounding_short_steps < 0 or (self.grounding_short_steps and not self.grounding_steps):
+            raise ValueError(f"grounding_short_steps={self.grounding_short_steps}: must be >= 0, and > 0 only with "
+                             "a grounding stage (grounding_steps > 0) to follow it")
+        k = self.grounding_short_frames
+        if k < 2 or k % 2 or self.num_frames % k or k >= self.num_frames:
+            raise ValueError(f"grounding_short_frames={k}: must be even (whole temporal groups), >= 2, below "
+                             f"num_frames={self.num_frames} and divide it")
         from spatial_mllm.data.formats import MCA_TYPES, NA_TYPES
 
         if self.text_config().steps and not (self.grounding_steps or self.reading_steps):
@@ -410,6 +429,15 @@ class MiniStudyConfig(StageConfig):
         """The grounding stage's output (a plain Qwen2.5-VL checkpoint, see :func:`ground_llm`)."""
         return self.study_dir() / "pretrain" / "qwen_grounded"
 
+    def grounded_short_path(self) -> Path:
+        """The short-clip grounding curriculum's output (plain Qwen2.5-VL, see :func:`ground_short_clips`)."""
+        return self.study_dir() / "pretrain" / "qwen_grounded_short"
+
+    def grounding_start_path(self) -> Path:
+        """Where the grounding stage starts: the short-clip curriculum's model when ``grounding_short_steps``,
+        else :meth:`llm_start_path`."""
+        return self.grounded_short_path() if self.grounding_short_steps else self.llm_start_path()
+
     def reading_path(self) -> Path:
         """The reading stage's output (a plain Qwen2.5-VL checkpoint, see :func:`reading_stage`)."""
         return self.study_dir() / "pretrain" / "qwen_reading"
@@ -454,8 +482,27 @@ class MiniStudyConfig(StageConfig):
         """Where one draw of the grounding stage is kept when ``grounding_draws`` > 1 (plain Qwen2.5-VL)."""
         return self.study_dir() / "pretrain" / "grounding_draws" / f"s{seed}"
 
+    def grounding_short_file(self) -> str:
+        return f"grounding_clips{self.grounding_short_frames}_train.jsonl"
+
+    def grounding_short_config(self):
+        """The short-clip curriculum as an SFT run: the grounding stage's settings (2D only, lr, frozen parts),
+        from :meth:`llm_start_path`, seeded with ``pretrain_seed``, for ``grounding_short_steps`` steps on
+        :meth:`grounding_short_file`; every clip video stays decoded in memory (the clips outnumber the
+        rooms; the cache is exact)."""
+        from spatial_mllm.train.sft import SFTConfig
+
+        c = self.grounding_config().to_dict()
+        clips = round(self.train_fraction * self.num_scenes) * (self.num_frames // self.grounding_short_frames)
+        c.update(output_dir=str(self.study_dir() / "runs" / "grounding_short"), seed=self.pretrain_seed,
+                 model_name_or_path=str(self.llm_start_path()), train_file=self.grounding_short_file(),
+                 max_steps=max(1, self.grounding_short_steps),
+                 logging_steps=max(1, self.grounding_short_steps // 10),
+                 video_cache_size=max(c["video_cache_size"], clips + 64))
+        return SFTConfig.from_dict(c, source="MiniStudyConfig.grounding_short_config")
+
     def grounding_config(self, seed: int | None = None):
-        """The grounding stage as an SFT run: 2D only, from :meth:`llm_start_path`, seeded with ``seed``
+        """The grounding stage as an SFT run: 2D only, from :meth:`grounding_start_path`, seeded with ``seed``
         (default ``pretrain_seed``), on ``grounding_train.jsonl``."""
         from spatial_mllm.train.sft import SFTConfig
 
@@ -463,7 +510,7 @@ class MiniStudyConfig(StageConfig):
         c = self.sft_config("2d_only", self.pretrain_seed).to_dict()
         c.update(output_dir=str(self.study_dir() / "runs" / ("grounding" if self.grounding_draws == 1 else
                                                              f"grounding_s{seed}")), seed=seed,
-                 model_name_or_path=str(self.llm_start_path()), train_file="grounding_train.jsonl",
+                 model_name_or_path=str(self.grounding_start_path()), train_file="grounding_train.jsonl",
                  max_steps=max(1, self.grounding_steps), learning_rate=self.grounding_lr,
                  mm_projector_lr=self.grounding_lr, train_vision=self.grounding_train_vision,
                  train_merger=self.grounding_train_merger,
@@ -556,7 +603,9 @@ def _grounding_settings(cfg: MiniStudyConfig) -> dict:
 
 def build_grounding_data(cfg: MiniStudyConfig) -> Path:
     """``data/grounding_train.jsonl``: the grounding questions (:mod:`spatial_mllm.data.grounding`) of the
-    train rooms, and with ``grounding_mix`` ``data/train_sft_grounded.jsonl`` = the spatial SFT rows + that
+    train rooms; with ``grounding_short_steps`` ``data/grounding_clips<k>_train.jsonl``, the same questions
+    about each clip of ``grounding_short_frames`` consecutive uniform frames (the curriculum's rows, made with
+    the grounding file's settings, which ``grounding.json`` checks); and with ``grounding_mix`` ``data/train_sft_grounded.jsonl`` = the spatial SFT rows + that
     fraction of grounding rows (a seeded draw). Reused when made with the same settings, else an error."""
     from spatial_mllm.data.formats import read_jsonl, write_jsonl
     from spatial_mllm.data.grounding import write_grounding_file
@@ -571,6 +620,12 @@ def build_grounding_data(cfg: MiniStudyConfig) -> Path:
         write_grounding_file(d, train, path, cfg.num_frames, cfg.seed, min_pixels=cfg.grounding_min_pixels,
                              max_per_type=cfg.grounding_per_type, random_subsets=cfg.grounding_random_subsets,
                              balance=cfg.grounding_balance, types=tuple(cfg.grounding_types))
+    if cfg.grounding_short_steps and not (d / cfg.grounding_short_file()).is_file():
+        train = json.loads((d / "splits.json").read_text())["train"]
+        write_grounding_file(d, train, d / cfg.grounding_short_file(), cfg.num_frames, cfg.seed,
+                             min_pixels=cfg.grounding_min_pixels, max_per_type=cfg.grounding_per_type,
+                             balance=cfg.grounding_balance, types=tuple(cfg.grounding_types),
+                             clip_frames=cfg.grounding_short_frames)
     if cfg.grounding_mix and not (d / cfg.sft_file()).is_file():
         rows, extra = read_jsonl(d / "train_sft.jsonl"), read_jsonl(path)
         pick = np.random.default_rng([cfg.seed, 7]).permutation(len(extra))[:round(cfg.grounding_mix * len(rows))]
@@ -616,7 +671,8 @@ def _grounding_params(cfg: MiniStudyConfig, seed: int | None = None, *, of_draw:
     """The settings a grounded model is recorded with; one draw kept apart (``of_draw``) does not depend on how
     many draws there are, so raising ``grounding_draws`` reuses the finished ones."""
     params = {**cfg.grounding_config(seed).to_dict(),
-              **{f"grounding_{k}": v for k, v in _grounding_settings(cfg).items()}}
+              **{f"grounding_{k}": v for k, v in _grounding_settings(cfg).items()},
+              "grounding_short_steps": cfg.grounding_short_steps, "grounding_short_frames": cfg.grounding_short_frames}
     return params if of_draw else {**params, "grounding_draws": cfg.grounding_draws}
 
 
@@ -750,9 +806,36 @@ def text_pretrain_stage(cfg: MiniStudyConfig, log=print) -> Path:
     return out
 
 
+def ground_short_clips(cfg: MiniStudyConfig, log=print) -> Path:
+    """The grounding stage's curriculum (only with ``grounding_short_steps``): the stage's start
+    (:meth:`MiniStudyConfig.llm_start_path`) trained as the grounding stage is, but on its questions about
+    clips of ``grounding_short_frames`` consecutive uniform frames, each a video of its own — 12 visual tokens
+    for a 2-frame clip instead of the video's 48 — saved as ``pretrain/qwen_grounded_short``, where the grounding
+    stage then starts. The LLM learns to look things up in its context late and suddenly, and far sooner in a
+    short one (README: the text curriculum; the 4500-step grounding's jump). Checked on the val rooms' whole
+    videos as the grounding stage is (``run.json`` ``val``). Skipped when it exists with the same settings.
+    Returns :meth:`MiniStudyConfig.grounding_start_path`."""
+    if not cfg.grounding_short_steps:
+        return cfg.grounding_start_path()
+    out, sft = cfg.grounded_short_path(), cfg.grounding_short_config()
+    params = {**sft.to_dict(), "grounding_short_frames": cfg.grounding_short_frames,
+              **{f"grounding_{k}": v for k, v in _grounding_settings(cfg).items()}}
+    if (out / "run.json").is_file():
+        _same_params(out / "run.json", params, "grounding curriculum")
+        return out
+    build_grounding_data(cfg)
+    log(f"grounding curriculum ({cfg.grounding_short_steps} steps on clips of {cfg.grounding_short_frames} frames) ...")
+    model, processor, result = _train_shared_stage(cfg, sft, out)
+    t0 = time.time()
+    val = grounding_validation(cfg, model, processor, out=out)
+    _log_grounding_val(log, "short-clip model (whole val videos)", val)
+    return _finish_shared_stage(cfg, out, params, result, val, time.time() - t0)
+
+
 def ground_llm(cfg: MiniStudyConfig, log=print) -> Path:
-    """The grounding stage: the 2D model :meth:`MiniStudyConfig.llm_start_path` (semantic-pretrained ViT, fresh
-    or text-pretrained LLM; :func:`text_pretrain_stage` runs first) fine-tuned on the grounding questions of the train rooms for ``grounding_steps`` steps (LLM and merger;
+    """The grounding stage: the 2D model :meth:`MiniStudyConfig.grounding_start_path` (semantic-pretrained ViT,
+    fresh or text-pretrained LLM; :func:`text_pretrain_stage` runs first, then :func:`ground_short_clips` when
+    ``grounding_short_steps``) fine-tuned on the grounding questions of the train rooms for ``grounding_steps`` steps (LLM and merger;
     the ViT too with ``grounding_train_vision``), saved as a plain Qwen2.5-VL checkpoint
     ``pretrain/qwen_grounded`` that every variant and seed starts its SFT from. Skipped when it exists with
     the same settings (else an error naming the keys).
@@ -769,6 +852,7 @@ def ground_llm(cfg: MiniStudyConfig, log=print) -> Path:
         return out
     text_pretrain_stage(cfg, log=log)
     build_grounding_data(cfg)
+    ground_short_clips(cfg, log=log)
     if cfg.grounding_draws == 1:
         log(f"grounding stage ({cfg.grounding_steps} steps) ...")
         _log_grounding_val(log, "grounded model", _grounding_draw(cfg, cfg.pretrain_seed, out)["val"])
@@ -918,7 +1002,7 @@ def grounding_validation(cfg: MiniStudyConfig, model, processor, out: Path | Non
 # made with that value (so an older study folder is reused when the setting is left at it).
 _ADDED_LATER = {"target": "majority", "presence_min_pixels": 16, "centre_min_pixels": 30,
                 "types": list(GROUNDING_DEFAULT_TYPES), "grounding_types": list(GROUNDING_DEFAULT_TYPES),
-                "grounding_draws": 1}
+                "grounding_draws": 1, "grounding_short_steps": 0, "grounding_short_frames": 2}
 
 
 def _same_params(path: Path, expected: dict, what: str, key: str | None = "params") -> None:
