@@ -79,7 +79,7 @@ class TextPretrainConfig(StageConfig):
             raise ValueError(f"need max_count ({self.max_count}) <= short_filled ({self.short_filled}) <= "
                              f"short_slots ({self.short_slots}) for the curriculum's short contexts")
 
-    def short_config(self) -> "TextPretrainConfig":
+    def short_config(self) -> TextPretrainConfig:
         """The settings of the curriculum's first ``short_steps`` steps: the same task over ``short_slots`` words
         with ``short_filled`` category words (no curriculum of its own)."""
         return dataclasses.replace(self, slots=self.short_slots, filled=self.short_filled, short_steps=0)
