@@ -49,8 +49,8 @@ def test_defaults_are_the_mini_preset():
     (dict(reading_types=["room_size"]), "reading_types"),
     (dict(grounding_short_steps=-1), "grounding_short_steps"),
     (dict(grounding_short_steps=5, grounding_steps=0), "grounding_short_steps"),
-    (dict(grounding_short_frames=3), "grounding_short_frames"),
-    (dict(grounding_short_frames=8), "grounding_short_frames"),
+    (dict(grounding_short_steps=5, grounding_short_frames=3), "grounding_short_frames"),
+    (dict(grounding_short_steps=5, grounding_short_frames=8), "grounding_short_frames"),
 ])
 def test_bad_config_names_the_key(bad, match):
     with pytest.raises((ValueError, ConfigError), match=match):
@@ -598,6 +598,7 @@ def test_a_short_clip_curriculum_starts_the_grounding_stage(tmp_path, one_thread
     from spatial_mllm.data.formats import read_jsonl
     from spatial_mllm.data.video import uniform_frame_indices
 
+    assert MiniStudyConfig(num_frames=2).grounding_short_steps == 0  # off: its clip length is not checked
     cfg = _micro(tmp_path / "c").replace(grounding_short_steps=2, text_pretraining={}, reading_steps=0)
     plain = cfg.replace(grounding_short_steps=0, output_dir=str(tmp_path / "p"))
     assert plain.grounding_config().model_name_or_path == str(plain.llm_start_path())

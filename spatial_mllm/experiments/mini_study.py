@@ -330,7 +330,7 @@ class MiniStudyConfig(StageConfig):
             raise ValueError(f"grounding_short_steps={self.grounding_short_steps}: must be >= 0, and > 0 only with "
                              "a grounding stage (grounding_steps > 0) to follow it")
         k = self.grounding_short_frames
-        if k < 2 or k % 2 or self.num_frames % k or k >= self.num_frames:
+        if self.grounding_short_steps and (k < 2 or k % 2 or self.num_frames % k or k >= self.num_frames):
             raise ValueError(f"grounding_short_frames={k}: must be even (whole temporal groups), >= 2, below "
                              f"num_frames={self.num_frames} and divide it")
         from spatial_mllm.data.formats import MCA_TYPES, NA_TYPES
