@@ -615,17 +615,15 @@ def build_grounding_data(cfg: MiniStudyConfig) -> Path:
     settings = _grounding_settings(cfg)
     if record.is_file():
         _same_params(record, settings, "grounding", key=None)
-    if not path.is_file():
-        train = json.loads((d / "splits.json").read_text())["train"]
-        write_grounding_file(d, train, path, cfg.num_frames, cfg.seed, min_pixels=cfg.grounding_min_pixels,
-                             max_per_type=cfg.grounding_per_type, random_subsets=cfg.grounding_random_subsets,
-                             balance=cfg.grounding_balance, types=tuple(cfg.grounding_types))
-    if cfg.grounding_short_steps and not (d / cfg.grounding_short_file()).is_file():
-        train = json.loads((d / "splits.json").read_text())["train"]
-        write_grounding_file(d, train, d / cfg.grounding_short_file(), cfg.num_frames, cfg.seed,
-                             min_pixels=cfg.grounding_min_pixels, max_per_type=cfg.grounding_per_type,
-                             balance=cfg.grounding_balance, types=tuple(cfg.grounding_types),
-                             clip_frames=cfg.grounding_short_frames)
+    files = {path: {"random_subsets": cfg.grounding_random_subsets}}  # the file → what only it sets
+    if cfg.grounding_short_steps:
+        files[d / cfg.grounding_short_file()] = {"clip_frames": cfg.grounding_short_frames}
+    for target, own in files.items():
+        if not target.is_file():
+            train = json.loads((d / "splits.json").read_text())["train"]
+            write_grounding_file(d, train, target, cfg.num_frames, cfg.seed, min_pixels=cfg.grounding_min_pixels,
+                                 max_per_type=cfg.grounding_per_type, balance=cfg.grounding_balance,
+                                 types=tuple(cfg.grounding_types), **own)
     if cfg.grounding_mix and not (d / cfg.sft_file()).is_file():
         rows, extra = read_jsonl(d / "train_sft.jsonl"), read_jsonl(path)
         pick = np.random.default_rng([cfg.seed, 7]).permutation(len(extra))[:round(cfg.grounding_mix * len(rows))]
