@@ -279,23 +279,29 @@ def one_thread():
 
 @pytest.mark.timeout(900)
 def test_micro_study_end_to_end_is_deterministic(tmp_path, one_thread, monkeypatch):
-    results = []
+    results, logs = [], []
     for name, workers in (("a", 1), ("b", 2)):
         cfg = _micro(tmp_path / name).replace(run_workers=workers)
-        statuses = ms.run_study(cfg, log=lambda *a: None)
-        assert [s["status"] for s in statuses] == ["ran"] * 4
+        statuses = ms.run_study(cfg, log=logs.append)
+        assert [s["status"] for s in statuses] == ["ran"] * 4 and all(s["seconds"] > 0 for s in statuses)
         assert [s["run"] for s in statuses] == ["2d_only_s0", "vggt_pretrained_s0", "2d_only_s1", "vggt_pretrained_s1"]
         enc, table, con, text = ms.write_study_tables(cfg)
         results.append((cfg, enc, table, con, text))
     (cfg, enc, table, con, text), (cfg_b, enc_b, table_b, con_b, text_b) = results
     # the same seed gives the same study — here once in this process and once with the runs in 2 worker processes
-    # (1 thread each, as this process): encoders, every prediction, the tables and the verdict text
+    # (1 thread each, as this process; each run's training one job, then its scoring one job per sampling: 4 + 12):
+    # encoders, every prediction, the tables and the verdict text
+    assert "4 SFT runs and their scoring (16 jobs), 2 at once at 1 thread each ..." in logs
     for variant in cfg.variants:
         for seed in cfg.seeds:
             for sampling in cfg.samplings_of(variant):
                 name = cfg.eval_name(variant, sampling, seed)
                 assert (cfg.out() / "eval" / name / "predictions.jsonl").read_bytes() == \
                     (cfg_b.out() / "eval" / name / "predictions.jsonl").read_bytes(), name
+                ja, jb = (json.loads((c.out() / "eval" / name / "study.json").read_text()) for c in (cfg, cfg_b))
+                assert (ja["train_loss"], ja["sampling"]) == (jb["train_loss"], jb["sampling"]) and \
+                    jb["sampling"] == sampling, name
+                assert [j["params"] for j in (ja, jb)] == [c.sft_config(variant, seed).to_dict() for c in (cfg, cfg_b)]
     assert json.loads((cfg_b.out() / "eval" / cfg_b.eval_name("2d_only", "uniform", 0) / "study.json").read_text()
                       )["torch_threads"] == 1
     pd.testing.assert_frame_equal(enc, enc_b)
@@ -372,7 +378,8 @@ def test_micro_study_end_to_end_is_deterministic(tmp_path, one_thread, monkeypat
     mixed = [json.loads(x) for x in (cfg.data_dir() / "train_sft_grounded.jsonl").read_text().splitlines()]
     spatial = [json.loads(x) for x in (cfg.data_dir() / "train_sft.jsonl").read_text().splitlines()]
     assert mixed[:len(spatial)] == spatial and len(mixed) == len(spatial) + round(0.5 * len(spatial))
-    assert not (cfg.study_dir() / "runs" / "2d_only_s0").exists()  # checkpoints removed after scoring
+    for c in (cfg, cfg_b):  # checkpoints removed after scoring, in this process and in the worker jobs
+        assert not any((c.study_dir() / "runs" / c.run_name(v, s)).exists() for v in c.variants for s in c.seeds)
     for sampling in ("space_aware", "space_aware_gt"):
         cache = json.loads(cfg.frames_cache_path(sampling).read_text())
         assert set(cache) == {f"{r['dataset']}/{r['scene_name']}" for r in rows}

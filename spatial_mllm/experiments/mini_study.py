@@ -78,8 +78,8 @@ skipped on a rerun; data and encoders made with other settings are an error that
 silently reused).
 Everything is seeded (rooms, encoders, SFT, bootstrap): a rerun with the same params on the same machine and
 thread count reproduces every prediction (float reductions may differ across thread counts or CPUs). The grounding
-draws and, with ``run_workers`` > 1, the SFT runs run at 1 thread each in their own processes, so their results do
-not depend on the machine's core count.
+draws and, with ``run_workers`` > 1, the SFT runs' training and scoring jobs run at 1 thread each in their own
+processes, so their results do not depend on the machine's core count.
 
 Departures from the paper (also in the README):
 
@@ -288,9 +288,9 @@ class MiniStudyConfig(StageConfig):
                 "videos keeps every decoded video in memory); not the study's own fields"})
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep each trained model under study/"})
     run_workers: int = field(default=2, metadata={
-        "help": "SFT runs (train + scoring) at once, each in its own spawned process at 1 torch thread, so that "
-                "a run's predictions do not depend on the machine's cores (1: one after another in this "
-                "process, at its thread count)"})
+        "help": "jobs at once (each SFT run's training, then its scoring one sampling per job), each in its own "
+                "spawned process at 1 torch thread, so that a run's predictions do not depend on the machine's "
+                "cores (1: run after run in this process, at its thread count)"})
     # ---- evaluation -----------------------------------------------------------------------------------
     eval_limit: int | None = field(default=None, metadata={
         "help": "score N held-out questions, stratified over question types; null = all test questions"})
@@ -1285,45 +1285,77 @@ def _visible_reader(cfg: MiniStudyConfig, rows: list[dict]) -> None:
         evaluate_vsibench(ec, reader, rows=other_room_rows(rows) if sampling == "other_room" else rows)
 
 
-def _train_run(cfg: MiniStudyConfig, sft):
-    """Train one of the study's SFT runs (quiet unless ``progress``); returns ``(result, model, processor)``."""
-    from spatial_mllm.train.sft import load_sft_checkpoint, train_sft
+def _train_quietly(cfg: MiniStudyConfig, sft):
+    """Train one of the study's SFT runs (quiet unless ``progress``); returns its :class:`SFTResult`."""
+    from spatial_mllm.train.sft import train_sft
 
     quiet = contextlib.redirect_stdout(io.StringIO()) if not cfg.progress else contextlib.nullcontext()
     with quiet:
-        result = train_sft(sft)
+        return train_sft(sft)
+
+
+def _train_run(cfg: MiniStudyConfig, sft):
+    """Train one of the study's SFT runs (quiet unless ``progress``); returns ``(result, model, processor)``."""
+    from spatial_mllm.train.sft import load_sft_checkpoint
+
+    result = _train_quietly(cfg, sft)
     model, processor = load_sft_checkpoint(result.output_dir, device="cpu")
     return result, model, processor
 
 
-def _train_and_score(cfg: MiniStudyConfig, variant: str, seed: int, threads: int | None = None) -> dict:
-    """One SFT run of ``variant`` with ``seed``, scored with each of its samplings on the held-out questions
-    (``eval/07_<variant>_<sampling>_s<seed>/``); its trainer folder is dropped unless ``keep_checkpoints``.
-    ``threads``: torch threads to set first (a worker process's 1). Returns its status dict."""
+def _train_only(cfg: MiniStudyConfig, variant: str, seed: int, threads: int | None = None) -> dict:
+    """Train the SFT run (``variant``, ``seed``) and leave its model in its trainer folder
+    (``study/runs/<run>``) for :func:`_score_sampling`; ``threads``: torch threads to set first (a worker
+    process's 1). Returns what its ``study.json`` records (``info``) and the train time."""
+    _set_threads(threads)
+    sft = cfg.sft_config(variant, seed)
+    result = _train_quietly(cfg, sft)
+    return {"variant": variant, "seed": seed, "params": sft.to_dict(), "train_loss": result.train_loss,
+            "train_steps": result.global_step, "train_s": result.runtime_s,
+            **({"torch_threads": threads} if threads is not None else {})}
+
+
+def _score_sampling(cfg: MiniStudyConfig, info: dict, sampling: str, model=None, processor=None,
+                    threads: int | None = None) -> float:
+    """Score the trained run ``info`` (:func:`_train_only`) with ``sampling`` on the held-out questions
+    (``eval/07_<variant>_<sampling>_s<seed>/``, its ``study.json`` last); the model is loaded from the
+    run's trainer folder unless given. Returns the VSI-Bench macro."""
     import torch
 
     from spatial_mllm.eval.model_predict import evaluate_model_vsibench
+    from spatial_mllm.train.sft import load_sft_checkpoint
 
     _set_threads(threads)
-    name, rows, t1 = cfg.run_name(variant, seed), cfg.eval_rows(), time.perf_counter()
-    sft = cfg.sft_config(variant, seed)
-    params = sft.to_dict()
-    result, model, processor = _train_run(cfg, sft)
-    scores = {}
-    for sampling in cfg.samplings_of(variant):
-        with torch.no_grad():
-            scores[sampling] = evaluate_model_vsibench(
-                model, processor, cfg.eval_config(variant, sampling, seed),
-                rows=other_room_rows(rows) if sampling == "other_room" else rows, progress=cfg.progress)
-    info = {"variant": variant, "seed": seed, "params": params, "train_loss": result.train_loss,
-            "train_steps": result.global_step, "train_s": result.runtime_s, **({"torch_threads": threads} if threads is not None else {})}
-    for sampling in cfg.samplings_of(variant):
-        (cfg.out() / "eval" / cfg.eval_name(variant, sampling, seed) / "study.json").write_text(
-            json.dumps({**info, "sampling": sampling}, indent=1) + "\n")
+    variant, seed, rows = info["variant"], info["seed"], cfg.eval_rows()
+    if model is None:
+        model, processor = load_sft_checkpoint(cfg.sft_config(variant, seed).checkpoint_dir(), device="cpu")
+    with torch.no_grad():
+        scores = evaluate_model_vsibench(model, processor, cfg.eval_config(variant, sampling, seed),
+                                         rows=other_room_rows(rows) if sampling == "other_room" else rows,
+                                         progress=cfg.progress)
+    (cfg.out() / "eval" / cfg.eval_name(variant, sampling, seed) / "study.json").write_text(
+        json.dumps({**info, "sampling": sampling}, indent=1) + "\n")
+    return scores["overall_macro"]
+
+
+def _drop_run(cfg: MiniStudyConfig, variant: str, seed: int) -> None:
     if not cfg.keep_checkpoints:
-        shutil.rmtree(cfg.study_dir() / "runs" / name, ignore_errors=True)
-    return {"run": name, "status": "ran", "seconds": round(time.perf_counter() - t1, 1), "train_loss": result.train_loss,
-            "macro": {s: v["overall_macro"] for s, v in scores.items()}}
+        shutil.rmtree(cfg.study_dir() / "runs" / cfg.run_name(variant, seed), ignore_errors=True)
+
+
+def _train_and_score(cfg: MiniStudyConfig, variant: str, seed: int, threads: int | None = None) -> dict:
+    """One SFT run of ``variant`` with ``seed``, scored with each of its samplings on the held-out questions
+    (``eval/07_<variant>_<sampling>_s<seed>/``) in this process; its trainer folder is dropped unless
+    ``keep_checkpoints``. ``threads``: torch threads to set first. Returns its status dict."""
+    from spatial_mllm.train.sft import load_sft_checkpoint
+
+    t1 = time.perf_counter()
+    info = _train_only(cfg, variant, seed, threads)
+    model, processor = load_sft_checkpoint(cfg.sft_config(variant, seed).checkpoint_dir(), device="cpu")
+    macro = {s: _score_sampling(cfg, info, s, model, processor) for s in cfg.samplings_of(variant)}
+    _drop_run(cfg, variant, seed)
+    return {"run": cfg.run_name(variant, seed), "status": "ran", "seconds": round(time.perf_counter() - t1, 1),
+            "train_loss": info["train_loss"], "macro": macro}
 
 
 def val_blind_control(cfg: MiniStudyConfig, variant: str = "2d_only", seed: int = 0, tag: str = "preset",
@@ -1400,15 +1432,67 @@ def val_table(cfg: MiniStudyConfig):
         ["tag", "variant"], kind="stable").reset_index(drop=True)
 
 
-def _run_worker(cfg_dict: dict, variant: str, seed: int) -> dict:
-    """A worker process's SFT run (spawned; 1 torch thread, so that the run is the same on any machine)."""
-    return _train_and_score(MiniStudyConfig.from_dict(cfg_dict, source="study run worker"), variant, seed, threads=1)
+def _train_worker(cfg_dict: dict, variant: str, seed: int) -> tuple[dict, float]:
+    """A worker process's SFT training (spawned; 1 torch thread, so that the run is the same on any machine);
+    returns :func:`_train_only`'s record and the job's seconds."""
+    t0 = time.perf_counter()
+    info = _train_only(MiniStudyConfig.from_dict(cfg_dict, source="study train worker"), variant, seed, threads=1)
+    return info, time.perf_counter() - t0
+
+
+def _score_worker(cfg_dict: dict, info: dict, sampling: str) -> tuple[float, float]:
+    """A worker process's scoring of one trained run with one sampling (spawned; 1 torch thread, the model
+    loaded from the run's trainer folder as the in-process path loads it); returns its macro and seconds."""
+    t0 = time.perf_counter()
+    cfg = MiniStudyConfig.from_dict(cfg_dict, source="study scoring worker")
+    return _score_sampling(cfg, info, sampling, threads=1), time.perf_counter() - t0
+
+
+def _run_in_workers(cfg: MiniStudyConfig, todo: list[tuple[str, int]], report, log) -> None:
+    """The SFT runs ``todo`` as jobs in ``run_workers`` spawned processes at 1 torch thread each: every training
+    first (in ``todo`` order), then each finished run's scoring, one job per sampling, queued behind them — so
+    that no core idles while the last training runs alone (the jobs are uneven: a run's scoring takes a third
+    of its training). A run's trainer folder is dropped once all its samplings are scored; ``report(key,
+    status)`` then, with ``seconds`` = its jobs' time summed. Each job is what :func:`_train_and_score` does in
+    this process at 1 thread, so the predictions are the same byte for byte (tested). A job's error is raised
+    here, and the queued jobs are dropped."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    jobs = len(todo) + sum(len(cfg.samplings_of(v)) for v, _ in todo)
+    workers = min(cfg.run_workers, jobs)
+    log(f"{len(todo)} SFT runs and their scoring ({jobs} jobs), {workers} at once at 1 thread each ...")
+    d = cfg.to_dict()
+    info: dict[tuple[str, int], dict] = {}  # trained runs: their study.json record
+    macro: dict[tuple[str, int], dict[str, float]] = {}  # their samplings scored so far
+    seconds: dict[tuple[str, int], float] = {}
+    with _spawn_pool(workers) as pool:
+        pending = {pool.submit(_train_worker, d, *key): (key, None) for key in todo}  # future -> (run, sampling)
+        try:
+            while pending:
+                for fut in wait(pending, return_when=FIRST_COMPLETED)[0]:
+                    key, sampling = pending.pop(fut)
+                    result, took = fut.result()  # raises the worker's error, if any
+                    seconds[key] = seconds.get(key, 0.0) + took
+                    if sampling is None:  # trained: queue its scoring
+                        info[key] = result
+                        pending.update({pool.submit(_score_worker, d, result, s): (key, s)
+                                        for s in cfg.samplings_of(key[0])})
+                        continue
+                    macro.setdefault(key, {})[sampling] = result
+                    if len(macro[key]) == len(cfg.samplings_of(key[0])):
+                        _drop_run(cfg, *key)
+                        report(key, {"run": cfg.run_name(*key), "status": "ran", "seconds": round(seconds[key], 1),
+                                     "train_loss": info[key]["train_loss"],
+                                     "macro": {s: macro[key][s] for s in cfg.samplings_of(key[0])}})
+        except BaseException:  # do not wait for the queued jobs
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def run_study(cfg: MiniStudyConfig, log=print) -> list[dict]:
     """Everything: data, encoders, frames cache, then per seed and variant SFT + scoring with each sampling
-    (runs whose scores exist are skipped; ``run_workers`` > 1: that many runs at once, each in a spawned
-    process at 1 torch thread). Returns one status dict per (variant, seed), in seed-then-variant order."""
+    (runs whose scores exist are skipped; ``run_workers`` > 1: their training and scoring as jobs in that many
+    spawned processes at 1 torch thread, :func:`_run_in_workers`). Returns one status dict per (variant, seed), in seed-then-variant order."""
     t0 = time.perf_counter()
     build_study_data(cfg, progress=cfg.progress)
     log(f"data ready ({time.perf_counter() - t0:.0f} s)")
@@ -1439,13 +1523,7 @@ def run_study(cfg: MiniStudyConfig, log=print) -> list[dict]:
         for key in todo:
             report(key, _train_and_score(cfg, *key))
     elif todo:
-        from concurrent.futures import as_completed
-
-        log(f"{len(todo)} SFT runs, {min(cfg.run_workers, len(todo))} at once at 1 thread each ...")
-        with _spawn_pool(min(cfg.run_workers, len(todo))) as pool:
-            futures = {pool.submit(_run_worker, cfg.to_dict(), *key): key for key in todo}
-            for fut in as_completed(futures):
-                report(futures[fut], fut.result())
+        _run_in_workers(cfg, todo, report, log)
     return [{k: v for k, v in done[key].items() if k in ("run", "status", "seconds")} if key in done else
             {"run": cfg.run_name(*key), "status": "skipped", "seconds": 0.0} for key in order]
 
