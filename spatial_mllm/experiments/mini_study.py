@@ -1306,7 +1306,7 @@ def _train_run(cfg: MiniStudyConfig, sft):
 def _train_only(cfg: MiniStudyConfig, variant: str, seed: int, threads: int | None = None) -> dict:
     """Train the SFT run (``variant``, ``seed``) and leave its model in its trainer folder
     (``study/runs/<run>``) for :func:`_score_sampling`; ``threads``: torch threads to set first (a worker
-    process's 1). Returns what its ``study.json`` records (``info``) and the train time."""
+    process's 1). Returns what its ``study.json`` records (``info``: settings, train loss, steps and seconds)."""
     _set_threads(threads)
     sft = cfg.sft_config(variant, seed)
     result = _train_quietly(cfg, sft)
@@ -1451,8 +1451,8 @@ def _score_worker(cfg_dict: dict, info: dict, sampling: str) -> tuple[float, flo
 def _run_in_workers(cfg: MiniStudyConfig, todo: list[tuple[str, int]], report, log) -> None:
     """The SFT runs ``todo`` as jobs in ``run_workers`` spawned processes at 1 torch thread each: every training
     first (in ``todo`` order), then each finished run's scoring, one job per sampling, queued behind them — so
-    that no core idles while the last training runs alone (the jobs are uneven: a run's scoring takes a third
-    of its training). A run's trainer folder is dropped once all its samplings are scored; ``report(key,
+    that no core idles while the last training runs alone (a run's scoring is a fraction of its training, so
+    the short scoring jobs fill the cores at the end). A run's trainer folder is dropped once all its samplings are scored; ``report(key,
     status)`` then, with ``seconds`` = its jobs' time summed. Each job is what :func:`_train_and_score` does in
     this process at 1 thread, so the predictions are the same byte for byte (tested). A job's error is raised
     here, and the queued jobs are dropped."""
